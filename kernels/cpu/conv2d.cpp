@@ -1,1 +1,375 @@
-// (being written)
+// 2-D convolution on CPU. Grouped convolutions use im2col + GEMM per image (1x1 stride-1
+// unpadded convolutions multiply the image directly); depthwise ones (one input channel per
+// group) use direct loops. Outputs are overwritten, and the weight gradient sums the batch in
+// a fixed number of chunks chosen from the shapes alone, so results never depend on threads.
+#include <mcd/kernels/cpu/conv2d.h>
+
+#include <algorithm>
+#include <memory>
+#include <vector>
+
+#include <mcd/kernels/cpu/gemm.h>
+
+namespace mcd::kernels::cpu {
+namespace {
+
+// Below this many multiply-adds a loop runs on one thread.
+constexpr std::int64_t kParallelGrain = std::int64_t{1} << 15;
+// Weight-gradient partial sums: at most this many chunks and this many elements in total.
+constexpr std::int64_t kMaxWeightChunks = 16;
+constexpr std::int64_t kMaxPartialElements = std::int64_t{1} << 24;
+
+template <class T>
+std::unique_ptr<T[]> scratch(std::int64_t n) {
+  return std::make_unique_for_overwrite<T[]>(static_cast<std::size_t>(std::max<std::int64_t>(n, 1)));
+}
+
+// Output columns [lo, hi) whose input column ow * stride - pad + tap lies inside [0, in).
+struct OutputRange {
+  std::int64_t lo = 0, hi = 0;
+};
+
+std::int64_t ceil_div_positive(std::int64_t a, std::int64_t b) { return a <= 0 ? 0 : (a + b - 1) / b; }
+
+std::vector<OutputRange> column_ranges(const Conv2dGeometry& g) {
+  std::vector<OutputRange> r(static_cast<std::size_t>(g.kernel_w));
+  for (std::int64_t j = 0; j < g.kernel_w; ++j) {
+    const std::int64_t lo = std::min(ceil_div_positive(g.pad_w - j, g.stride_w), g.out_w);
+    const std::int64_t hi =
+        std::min(ceil_div_positive(g.in_w + g.pad_w - j, g.stride_w), g.out_w);
+    r[static_cast<std::size_t>(j)] = {lo, std::max(lo, hi)};
+  }
+  return r;
+}
+
+bool is_pointwise(const Conv2dGeometry& g) {
+  return g.kernel_h == 1 && g.kernel_w == 1 && g.stride_h == 1 && g.stride_w == 1 &&
+         g.pad_h == 0 && g.pad_w == 0;
+}
+
+bool is_depthwise(const Conv2dGeometry& g) { return g.in_per_group() == 1; }
+
+// ---- im2col / col2im over all channels of one image: col is (C_in * kh * kw, out_h * out_w),
+// rows ordered (channel, kernel row, kernel column), so group gi owns rows
+// [gi * patch_size, (gi + 1) * patch_size).
+
+template <class T>
+void im2col(const Conv2dGeometry& g, const OutputRange* cols, const T* x, T* col) {
+  const std::int64_t S = g.out_spatial(), plane = g.in_h * g.in_w;
+  for (std::int64_t c = 0; c < g.in_channels; ++c) {
+    const T* xp = x + c * plane;
+    for (std::int64_t i = 0; i < g.kernel_h; ++i)
+      for (std::int64_t j = 0; j < g.kernel_w; ++j) {
+        T* row = col + ((c * g.kernel_h + i) * g.kernel_w + j) * S;
+        const auto [lo, hi] = cols[j];
+        const std::int64_t off = j - g.pad_w;
+        for (std::int64_t oh = 0; oh < g.out_h; ++oh) {
+          T* r = row + oh * g.out_w;
+          const std::int64_t ih = oh * g.stride_h - g.pad_h + i;
+          if (ih < 0 || ih >= g.in_h) {
+            std::fill(r, r + g.out_w, T(0));
+            continue;
+          }
+          const T* src = xp + ih * g.in_w;
+          std::fill(r, r + lo, T(0));
+          if (g.stride_w == 1) {
+            for (std::int64_t ow = lo; ow < hi; ++ow) r[ow] = src[ow + off];
+          } else {
+            for (std::int64_t ow = lo; ow < hi; ++ow) r[ow] = src[ow * g.stride_w + off];
+          }
+          std::fill(r + hi, r + g.out_w, T(0));
+        }
+      }
+  }
+}
+
+// dx (C_in, H, W) = the sum of every col entry back into the input element it was read from.
+template <class T>
+void col2im(const Conv2dGeometry& g, const OutputRange* cols, const T* col, T* dx) {
+  const std::int64_t S = g.out_spatial(), plane = g.in_h * g.in_w;
+  std::fill(dx, dx + g.in_channels * plane, T(0));
+  for (std::int64_t c = 0; c < g.in_channels; ++c) {
+    T* dxp = dx + c * plane;
+    for (std::int64_t i = 0; i < g.kernel_h; ++i)
+      for (std::int64_t j = 0; j < g.kernel_w; ++j) {
+        const T* row = col + ((c * g.kernel_h + i) * g.kernel_w + j) * S;
+        const auto [lo, hi] = cols[j];
+        const std::int64_t off = j - g.pad_w;
+        for (std::int64_t oh = 0; oh < g.out_h; ++oh) {
+          const std::int64_t ih = oh * g.stride_h - g.pad_h + i;
+          if (ih < 0 || ih >= g.in_h) continue;
+          const T* r = row + oh * g.out_w;
+          T* dst = dxp + ih * g.in_w;
+          if (g.stride_w == 1) {
+            for (std::int64_t ow = lo; ow < hi; ++ow) dst[ow + off] += r[ow];
+          } else {
+            for (std::int64_t ow = lo; ow < hi; ++ow) dst[ow * g.stride_w + off] += r[ow];
+          }
+        }
+      }
+  }
+}
+
+// ---- GEMM path (any groups with more than one input channel per group)
+
+template <class T>
+void forward_gemm(const Conv2dGeometry& g, const T* x, const T* w, const T* bias, T* y) {
+  const std::int64_t S = g.out_spatial(), K = g.patch_size(), cog = g.out_per_group();
+  const std::int64_t in_image = g.in_channels * g.in_h * g.in_w, out_image = g.out_channels * S;
+  const bool pointwise = is_pointwise(g);
+  const auto ranges = column_ranges(g);
+  // One image per thread; gemm_cpu runs single-threaded inside the region and uses every
+  // thread itself when the batch is a single image.
+#pragma omp parallel if (g.batch > 1)
+  {
+    auto col = scratch<T>(pointwise ? 0 : g.groups * K * S);
+#pragma omp for schedule(static)
+    for (std::int64_t n = 0; n < g.batch; ++n) {
+      const T* xn = x + n * in_image;
+      T* yn = y + n * out_image;
+      const T* cols = xn;
+      if (!pointwise) {
+        im2col(g, ranges.data(), xn, col.get());
+        cols = col.get();
+      }
+      if (bias != nullptr)
+        for (std::int64_t c = 0; c < g.out_channels; ++c)
+          std::fill(yn + c * S, yn + (c + 1) * S, bias[c]);
+      for (std::int64_t gi = 0; gi < g.groups; ++gi)
+        gemm_cpu<T>(false, false, cog, S, K, T(1), w + gi * cog * K, K, cols + gi * K * S, S,
+                    bias != nullptr ? T(1) : T(0), yn + gi * cog * S, S);
+    }
+  }
+}
+
+template <class T>
+void backward_input_gemm(const Conv2dGeometry& g, const T* dy, const T* w, T* dx) {
+  const std::int64_t S = g.out_spatial(), K = g.patch_size(), cog = g.out_per_group();
+  const std::int64_t in_image = g.in_channels * g.in_h * g.in_w, out_image = g.out_channels * S;
+  const bool pointwise = is_pointwise(g);
+  const auto ranges = column_ranges(g);
+#pragma omp parallel if (g.batch > 1)
+  {
+    auto col = scratch<T>(pointwise ? 0 : g.groups * K * S);
+#pragma omp for schedule(static)
+    for (std::int64_t n = 0; n < g.batch; ++n) {
+      const T* dyn = dy + n * out_image;
+      T* dxn = dx + n * in_image;
+      // dcol_g (K, S) = W_g^T (K, cog) * dy_g (cog, S); pointwise: dcol is dx itself.
+      T* dcol = pointwise ? dxn : col.get();
+      for (std::int64_t gi = 0; gi < g.groups; ++gi)
+        gemm_cpu<T>(true, false, K, S, cog, T(1), w + gi * cog * K, K, dyn + gi * cog * S, S,
+                    T(0), dcol + gi * K * S, S);
+      if (!pointwise) col2im(g, ranges.data(), dcol, dxn);
+    }
+  }
+}
+
+// Chunks of the batch whose weight gradients are summed separately, then added in order.
+std::int64_t weight_chunks(const Conv2dGeometry& g, std::int64_t weight_numel) {
+  std::int64_t chunks = std::min(g.batch, kMaxWeightChunks);
+  while (chunks > 1 && chunks * weight_numel > kMaxPartialElements) --chunks;
+  return chunks;
+}
+
+template <class T>
+void backward_weight_gemm(const Conv2dGeometry& g, const T* x, const T* dy, T* dw) {
+  const std::int64_t S = g.out_spatial(), K = g.patch_size(), cog = g.out_per_group();
+  const std::int64_t in_image = g.in_channels * g.in_h * g.in_w, out_image = g.out_channels * S;
+  const std::int64_t wsize = g.out_channels * K;
+  const bool pointwise = is_pointwise(g);
+  const auto ranges = column_ranges(g);
+  const std::int64_t chunks = weight_chunks(g, wsize);
+  auto partial = scratch<T>(chunks > 1 ? chunks * wsize : 0);
+#pragma omp parallel if (chunks > 1)
+  {
+    auto col = scratch<T>(pointwise ? 0 : g.groups * K * S);
+#pragma omp for schedule(static)
+    for (std::int64_t ch = 0; ch < chunks; ++ch) {
+      T* part = chunks > 1 ? partial.get() + ch * wsize : dw;
+      const std::int64_t n0 = ch * g.batch / chunks, n1 = (ch + 1) * g.batch / chunks;
+      for (std::int64_t n = n0; n < n1; ++n) {
+        const T* xn = x + n * in_image;
+        const T* cols = xn;
+        if (!pointwise) {
+          im2col(g, ranges.data(), xn, col.get());
+          cols = col.get();
+        }
+        // dw_g (cog, K) += dy_g (cog, S) * col_g^T (S, K)
+        for (std::int64_t gi = 0; gi < g.groups; ++gi)
+          gemm_cpu<T>(false, true, cog, K, S, T(1), dy + n * out_image + gi * cog * S, S,
+                      cols + gi * K * S, S, n == n0 ? T(0) : T(1), part + gi * cog * K, K);
+      }
+    }
+  }
+  if (chunks <= 1) return;
+#pragma omp parallel for if (chunks * wsize > kParallelGrain) schedule(static)
+  for (std::int64_t e = 0; e < wsize; ++e) {
+    T s = partial[e];
+    for (std::int64_t ch = 1; ch < chunks; ++ch) s += partial[ch * wsize + e];
+    dw[e] = s;
+  }
+}
+
+// ---- direct path: one input channel per group, `mult` output channels read each one.
+
+template <class T>
+void forward_depthwise(const Conv2dGeometry& g, const T* x, const T* w, const T* bias, T* y) {
+  const std::int64_t S = g.out_spatial(), plane = g.in_h * g.in_w, taps = g.kernel_h * g.kernel_w;
+  const std::int64_t mult = g.out_per_group();
+  const auto ranges = column_ranges(g);
+  const std::int64_t planes = g.batch * g.out_channels;
+#pragma omp parallel for if (planes * S * taps > kParallelGrain) schedule(static)
+  for (std::int64_t nc = 0; nc < planes; ++nc) {
+    const std::int64_t n = nc / g.out_channels, co = nc % g.out_channels;
+    const T* xp = x + (n * g.in_channels + co / mult) * plane;
+    const T* wk = w + co * taps;
+    T* yp = y + nc * S;
+    std::fill(yp, yp + S, bias != nullptr ? bias[co] : T(0));
+    for (std::int64_t oh = 0; oh < g.out_h; ++oh) {
+      T* yr = yp + oh * g.out_w;
+      for (std::int64_t i = 0; i < g.kernel_h; ++i) {
+        const std::int64_t ih = oh * g.stride_h - g.pad_h + i;
+        if (ih < 0 || ih >= g.in_h) continue;
+        const T* xr = xp + ih * g.in_w;
+        for (std::int64_t j = 0; j < g.kernel_w; ++j) {
+          const T wv = wk[i * g.kernel_w + j];
+          const auto [lo, hi] = ranges[static_cast<std::size_t>(j)];
+          const std::int64_t off = j - g.pad_w;
+          if (g.stride_w == 1) {
+            for (std::int64_t ow = lo; ow < hi; ++ow) yr[ow] += wv * xr[ow + off];
+          } else {
+            for (std::int64_t ow = lo; ow < hi; ++ow) yr[ow] += wv * xr[ow * g.stride_w + off];
+          }
+        }
+      }
+    }
+  }
+}
+
+template <class T>
+void backward_input_depthwise(const Conv2dGeometry& g, const T* dy, const T* w, T* dx) {
+  const std::int64_t S = g.out_spatial(), plane = g.in_h * g.in_w, taps = g.kernel_h * g.kernel_w;
+  const std::int64_t mult = g.out_per_group();
+  const auto ranges = column_ranges(g);
+  const std::int64_t planes = g.batch * g.in_channels;
+  // One input plane per iteration: every write of an iteration lands in its own plane.
+#pragma omp parallel for if (planes * mult * S * taps > kParallelGrain) schedule(static)
+  for (std::int64_t nc = 0; nc < planes; ++nc) {
+    const std::int64_t n = nc / g.in_channels, ci = nc % g.in_channels;
+    T* dxp = dx + nc * plane;
+    std::fill(dxp, dxp + plane, T(0));
+    for (std::int64_t co = ci * mult; co < (ci + 1) * mult; ++co) {
+      const T* dyp = dy + (n * g.out_channels + co) * S;
+      const T* wk = w + co * taps;
+      for (std::int64_t oh = 0; oh < g.out_h; ++oh) {
+        const T* dyr = dyp + oh * g.out_w;
+        for (std::int64_t i = 0; i < g.kernel_h; ++i) {
+          const std::int64_t ih = oh * g.stride_h - g.pad_h + i;
+          if (ih < 0 || ih >= g.in_h) continue;
+          T* dxr = dxp + ih * g.in_w;
+          for (std::int64_t j = 0; j < g.kernel_w; ++j) {
+            const T wv = wk[i * g.kernel_w + j];
+            const auto [lo, hi] = ranges[static_cast<std::size_t>(j)];
+            const std::int64_t off = j - g.pad_w;
+            if (g.stride_w == 1) {
+              for (std::int64_t ow = lo; ow < hi; ++ow) dxr[ow + off] += wv * dyr[ow];
+            } else {
+              for (std::int64_t ow = lo; ow < hi; ++ow) dxr[ow * g.stride_w + off] += wv * dyr[ow];
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+template <class T>
+void backward_weight_depthwise(const Conv2dGeometry& g, const T* x, const T* dy, T* dw) {
+  const std::int64_t S = g.out_spatial(), plane = g.in_h * g.in_w, taps = g.kernel_h * g.kernel_w;
+  const std::int64_t mult = g.out_per_group();
+  const auto ranges = column_ranges(g);
+  // One output channel per iteration; each tap's sum runs over the batch in order.
+#pragma omp parallel for if (g.batch * g.out_channels * S * taps > kParallelGrain) \
+    schedule(static)
+  for (std::int64_t co = 0; co < g.out_channels; ++co) {
+    std::vector<double> acc(static_cast<std::size_t>(taps), 0.0);
+    for (std::int64_t n = 0; n < g.batch; ++n) {
+      const T* xp = x + (n * g.in_channels + co / mult) * plane;
+      const T* dyp = dy + (n * g.out_channels + co) * S;
+      for (std::int64_t oh = 0; oh < g.out_h; ++oh) {
+        const T* dyr = dyp + oh * g.out_w;
+        for (std::int64_t i = 0; i < g.kernel_h; ++i) {
+          const std::int64_t ih = oh * g.stride_h - g.pad_h + i;
+          if (ih < 0 || ih >= g.in_h) continue;
+          const T* xr = xp + ih * g.in_w;
+          for (std::int64_t j = 0; j < g.kernel_w; ++j) {
+            const auto [lo, hi] = ranges[static_cast<std::size_t>(j)];
+            const std::int64_t off = j - g.pad_w, sw = g.stride_w;
+            T s = 0;
+#pragma omp simd reduction(+ : s)
+            for (std::int64_t ow = lo; ow < hi; ++ow) s += dyr[ow] * xr[ow * sw + off];
+            acc[static_cast<std::size_t>(i * g.kernel_w + j)] += s;
+          }
+        }
+      }
+    }
+    for (std::int64_t t = 0; t < taps; ++t)
+      dw[co * taps + t] = static_cast<T>(acc[static_cast<std::size_t>(t)]);
+  }
+}
+
+}  // namespace
+
+// ---- entry points
+
+template <class T>
+void conv2d_forward_cpu(const Conv2dGeometry& g, const T* x, const T* w, const T* bias, T* y) {
+  if (is_depthwise(g)) return forward_depthwise(g, x, w, bias, y);
+  forward_gemm(g, x, w, bias, y);
+}
+
+template <class T>
+void conv2d_backward_input_cpu(const Conv2dGeometry& g, const T* dy, const T* w, T* dx) {
+  if (is_depthwise(g)) return backward_input_depthwise(g, dy, w, dx);
+  backward_input_gemm(g, dy, w, dx);
+}
+
+template <class T>
+void conv2d_backward_weight_cpu(const Conv2dGeometry& g, const T* x, const T* dy, T* dw) {
+  if (g.batch == 0) {
+    std::fill(dw, dw + g.out_channels * g.patch_size(), T(0));
+    return;
+  }
+  if (is_depthwise(g)) return backward_weight_depthwise(g, x, dy, dw);
+  backward_weight_gemm(g, x, dy, dw);
+}
+
+template <class T>
+void conv2d_backward_bias_cpu(const Conv2dGeometry& g, const T* dy, T* db) {
+  const std::int64_t S = g.out_spatial();
+#pragma omp parallel for if (g.batch * g.out_channels * S > kParallelGrain) schedule(static)
+  for (std::int64_t c = 0; c < g.out_channels; ++c) {
+    double acc = 0.0;
+    for (std::int64_t n = 0; n < g.batch; ++n) {
+      const T* p = dy + (n * g.out_channels + c) * S;
+      T s = 0;
+#pragma omp simd reduction(+ : s)
+      for (std::int64_t k = 0; k < S; ++k) s += p[k];
+      acc += s;
+    }
+    db[c] = static_cast<T>(acc);
+  }
+}
+
+#define MCD_INSTANTIATE_CONV2D(T)                                                          \
+  template void conv2d_forward_cpu<T>(const Conv2dGeometry&, const T*, const T*, const T*, \
+                                      T*);                                                 \
+  template void conv2d_backward_input_cpu<T>(const Conv2dGeometry&, const T*, const T*, T*); \
+  template void conv2d_backward_weight_cpu<T>(const Conv2dGeometry&, const T*, const T*, T*); \
+  template void conv2d_backward_bias_cpu<T>(const Conv2dGeometry&, const T*, T*);
+MCD_INSTANTIATE_CONV2D(float)
+MCD_INSTANTIATE_CONV2D(double)
+#undef MCD_INSTANTIATE_CONV2D
+
+}  // namespace mcd::kernels::cpu

@@ -1,0 +1,107 @@
+// Times a full training step (forward, cross-entropy, backward, SGD update) of ResNet
+// models on the CPU and reports images/s and GFLOP/s against the machine's float32 peak.
+// Output: one JSON object per line, then a short table. A training step counts 3x the
+// forward FLOPs (forward, backward-data, backward-weight).
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <vector>
+
+#include <omp.h>
+
+#include <CLI/CLI.hpp>
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include <mcd/engine/generator.h>
+#include <mcd/engine/ops/reduce.h>
+#include <mcd/engine/ops/softmax.h>
+#include <mcd/engine/optim/sgd.h>
+#include <mcd/kernels/cpu/gemm.h>
+#include <mcd/models/registry.h>
+
+#include "resnet_flops.h"
+
+namespace {
+
+struct Result {
+  std::string arch, input;
+  double ms_per_step, images_per_second, gflops;
+};
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::vector<std::string> archs = {"resnet10_s", "resnet10_m"};
+  std::vector<std::string> inputs = {"1x28x28", "3x32x32"};
+  std::int64_t batch = 128, steps = 5, classes = 10;
+  double peak_gflops = 270.0;
+  int threads = 0;
+  CLI::App app{"Training-step benchmark (CPU)"};
+  app.add_option("--arch", archs, "Architectures")->capture_default_str();
+  app.add_option("--input", inputs, "Input shapes CxHxW")->capture_default_str();
+  app.add_option("--batch", batch, "Batch size")->capture_default_str();
+  app.add_option("--steps", steps, "Timed steps (median reported)")->capture_default_str();
+  app.add_option("--classes", classes, "Classes")->capture_default_str();
+  app.add_option("--threads", threads, "Threads (0: all)")->capture_default_str();
+  app.add_option("--peak-gflops", peak_gflops, "Float32 peak of this machine")->capture_default_str();
+  CLI11_PARSE(app, argc, argv);
+  if (threads > 0) omp_set_num_threads(threads);
+
+  std::vector<Result> results;
+  for (const auto& in : inputs) {
+    std::int64_t c = 0, h = 0, w = 0;
+    if (std::sscanf(in.c_str(), "%ldx%ldx%ld", &c, &h, &w) != 3) {
+      fmt::print(stderr, "--input: expected CxHxW, got '{}'\n", in);
+      return 2;
+    }
+    for (const auto& arch : archs) {
+      mcd::Generator gen(0);
+      auto model = mcd::nn::make_model(arch, {c, classes, h}, gen);
+      model->train();
+      mcd::optim::SgdOptions so;
+      so.lr = 0.01;
+      so.momentum = 0.9;
+      so.weight_decay = 5e-4;
+      mcd::optim::Sgd opt(model->parameters(), so);
+      const mcd::Tensor x = mcd::Tensor::randn({batch, c, h, w}, gen);
+      std::vector<std::int64_t> y(static_cast<std::size_t>(batch));
+      for (auto& v : y) v = static_cast<std::int64_t>(gen.below(static_cast<std::uint64_t>(classes)));
+      const mcd::Tensor labels = mcd::Tensor::from_vector(y, {batch});
+      auto step = [&] {
+        opt.zero_grad();
+        mcd::mean(mcd::cross_entropy((*model)(x), labels)).backward();
+        opt.step();
+      };
+      step();  // warm-up: allocations, first-touch
+      std::vector<double> times;
+      for (std::int64_t i = 0; i < steps; ++i) {
+        const auto t0 = std::chrono::steady_clock::now();
+        step();
+        times.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+      }
+      const double t = median(times);
+      const double flops = 3.0 * 2.0 *
+                           mcd::bench::resnet_forward_macs(mcd::bench::resnet_shape(arch), c, h, classes) *
+                           static_cast<double>(batch);
+      results.push_back({arch, in, t * 1e3, static_cast<double>(batch) / t, flops / t * 1e-9});
+      const auto& r = results.back();
+      nlohmann::json j = {{"bench", "train_step"}, {"arch", arch}, {"input", in}, {"batch", batch},
+                          {"threads", omp_get_max_threads()}, {"gemm", mcd::kernels::cpu::gemm_variant()},
+                          {"ms_per_step", r.ms_per_step}, {"images_per_second", r.images_per_second},
+                          {"gflops", r.gflops}, {"fraction_of_peak", r.gflops / peak_gflops}};
+      fmt::print("{}\n", j.dump());
+      std::fflush(stdout);
+    }
+  }
+  fmt::print("\n{:<14} {:<9} {:>10} {:>10} {:>9} {:>7}\n", "arch", "input", "ms/step", "img/s", "GFLOP/s", "%peak");
+  for (const auto& r : results)
+    fmt::print("{:<14} {:<9} {:>10.1f} {:>10.0f} {:>9.1f} {:>6.1f}%\n", r.arch, r.input, r.ms_per_step,
+               r.images_per_second, r.gflops, 100.0 * r.gflops / peak_gflops);
+  return 0;
+}

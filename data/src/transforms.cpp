@@ -1,0 +1,124 @@
+// Channel statistics (exact integer sums per channel, OpenMP over images) and the
+// crop/flip augmentation on uint8 images.
+#include <mcd/data/transforms.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+
+#include <mcd/engine/error.h>
+#include <mcd/engine/generator.h>
+
+#include "seeding.h"
+
+namespace mcd::data {
+
+Normalization channel_statistics(const Dataset& d, const std::vector<std::int64_t>& indices) {
+  check_dataset(d, "channel_statistics");
+  check_indices(d, indices, "channel_statistics");
+  MCD_CHECK(!indices.empty(), "channel_statistics: no indices given for dataset '{}'", d.name);
+  const std::int64_t channels = d.channels;
+  const std::int64_t plane = d.height * d.width;
+  const auto count = static_cast<std::int64_t>(indices.size());
+  // Integer sums are exact (< 2^63 for any data set that fits in memory) and so independent
+  // of the thread count.
+  std::vector<std::uint64_t> sum(static_cast<std::size_t>(channels), 0);
+  std::vector<std::uint64_t> sum_sq(static_cast<std::size_t>(channels), 0);
+#pragma omp parallel
+  {
+    std::vector<std::uint64_t> local(static_cast<std::size_t>(2 * channels), 0);
+#pragma omp for schedule(static)
+    for (std::int64_t i = 0; i < count; ++i) {
+      const std::uint8_t* img = d.image(indices[static_cast<std::size_t>(i)]);
+      for (std::int64_t c = 0; c < channels; ++c) {
+        const std::uint8_t* p = img + c * plane;
+        std::uint64_t s = 0, s2 = 0;
+        for (std::int64_t k = 0; k < plane; ++k) {
+          const std::uint64_t v = p[k];
+          s += v;
+          s2 += v * v;
+        }
+        local[static_cast<std::size_t>(2 * c)] += s;
+        local[static_cast<std::size_t>(2 * c + 1)] += s2;
+      }
+    }
+#pragma omp critical(mcd_data_channel_statistics)
+    for (std::int64_t c = 0; c < channels; ++c) {
+      sum[static_cast<std::size_t>(c)] += local[static_cast<std::size_t>(2 * c)];
+      sum_sq[static_cast<std::size_t>(c)] += local[static_cast<std::size_t>(2 * c + 1)];
+    }
+  }
+  Normalization norm;
+  const double n = static_cast<double>(count) * static_cast<double>(plane);
+  for (std::int64_t c = 0; c < channels; ++c) {
+    const double mean = static_cast<double>(sum[static_cast<std::size_t>(c)]) / n;
+    const double var =
+        std::max(0.0, static_cast<double>(sum_sq[static_cast<std::size_t>(c)]) / n - mean * mean);
+    norm.mean.push_back(static_cast<float>(mean / 255.0));
+    norm.std.push_back(static_cast<float>(std::sqrt(var) / 255.0));
+  }
+  return norm;
+}
+
+void check_normalization(const Normalization& norm, std::int64_t channels, const char* op) {
+  if (norm.mean.empty() && norm.std.empty()) return;
+  MCD_CHECK(static_cast<std::int64_t>(norm.mean.size()) == channels &&
+                static_cast<std::int64_t>(norm.std.size()) == channels,
+            "{}: normalization has {} means and {} stds, expected {} (one per channel)", op,
+            norm.mean.size(), norm.std.size(), channels);
+  for (std::int64_t c = 0; c < channels; ++c) {
+    const float s = norm.std[static_cast<std::size_t>(c)];
+    MCD_CHECK(s > 0.0f && std::isfinite(s), "{}: normalization std[{}] = {}, expected > 0", op,
+              c, s);
+  }
+}
+
+AugmentDraw draw_augmentation(const Augmentation& aug, std::uint64_t seed, std::int64_t epoch,
+                              std::int64_t position) {
+  MCD_CHECK(aug.crop_padding >= 0, "draw_augmentation: crop_padding = {}, expected >= 0",
+            aug.crop_padding);
+  AugmentDraw draw;
+  draw.offset_y = draw.offset_x = aug.crop_padding;
+  if (aug.crop_padding == 0 && !aug.horizontal_flip) return draw;
+  Generator gen(detail::derive_seed(seed, detail::SeedStream::Augment, epoch, position));
+  if (aug.crop_padding > 0) {
+    const auto range = static_cast<std::uint64_t>(2 * aug.crop_padding + 1);
+    draw.offset_y = static_cast<std::int64_t>(gen.below(range));
+    draw.offset_x = static_cast<std::int64_t>(gen.below(range));
+  }
+  if (aug.horizontal_flip) draw.flip = gen.below(2) == 1;
+  return draw;
+}
+
+void augment_image(const std::uint8_t* src, std::uint8_t* dst, std::int64_t channels,
+                   std::int64_t height, std::int64_t width, std::int64_t padding,
+                   const AugmentDraw& draw) {
+  MCD_CHECK(padding >= 0 && draw.offset_y >= 0 && draw.offset_y <= 2 * padding &&
+                draw.offset_x >= 0 && draw.offset_x <= 2 * padding,
+            "augment_image: crop offset ({}, {}) outside [0, {}] for padding {}", draw.offset_y,
+            draw.offset_x, 2 * padding, padding);
+  const std::int64_t dy = draw.offset_y - padding;  // source row = y + dy
+  const std::int64_t dx = draw.offset_x - padding;  // source column = x' + dx
+  // Output columns x' whose source column is inside the image, before the flip.
+  const std::int64_t x_lo = std::clamp<std::int64_t>(-dx, 0, width);
+  const std::int64_t x_hi = std::clamp<std::int64_t>(width - dx, 0, width);
+  for (std::int64_t c = 0; c < channels; ++c) {
+    for (std::int64_t y = 0; y < height; ++y) {
+      std::uint8_t* out = dst + (c * height + y) * width;
+      const std::int64_t sy = y + dy;
+      if (sy < 0 || sy >= height || x_lo >= x_hi) {
+        std::memset(out, 0, static_cast<std::size_t>(width));
+        continue;
+      }
+      const std::uint8_t* in = src + (c * height + sy) * width;
+      std::memset(out, 0, static_cast<std::size_t>(width));
+      if (!draw.flip) {
+        std::memcpy(out + x_lo, in + x_lo + dx, static_cast<std::size_t>(x_hi - x_lo));
+      } else {
+        for (std::int64_t x = x_lo; x < x_hi; ++x) out[width - 1 - x] = in[x + dx];
+      }
+    }
+  }
+}
+
+}  // namespace mcd::data

@@ -1,0 +1,62 @@
+// Cross-entropy training step and evaluation.
+#include <mcd/distill/classification.h>
+
+#include <algorithm>
+
+#include <mcd/engine/autograd.h>
+#include <mcd/engine/ops/reduce.h>
+#include <mcd/engine/ops/softmax.h>
+
+namespace mcd::distill {
+namespace {
+std::int64_t count_correct(const Tensor& logits, const Tensor& labels) {
+  const Tensor pred = argmax(logits, 1);
+  const auto* p = pred.data<std::int64_t>();
+  const auto* y = labels.data<std::int64_t>();
+  std::int64_t correct = 0;
+  for (std::int64_t i = 0; i < labels.numel(); ++i) correct += p[i] == y[i];
+  return correct;
+}
+}  // namespace
+
+EvalResult evaluate(nn::Module& model, const data::Dataset& data,
+                    const std::vector<std::int64_t>& indices,
+                    const data::Normalization& normalization, std::int64_t batch_size) {
+  const bool was_training = model.is_training();
+  model.eval();
+  NoGradGuard no_grad;
+  EvalResult r;
+  double loss_sum = 0.0;
+  std::int64_t correct = 0;
+  for (std::size_t start = 0; start < indices.size(); start += static_cast<std::size_t>(batch_size)) {
+    const std::size_t end = std::min(indices.size(), start + static_cast<std::size_t>(batch_size));
+    const std::vector<std::int64_t> chunk(indices.begin() + static_cast<std::ptrdiff_t>(start),
+                                          indices.begin() + static_cast<std::ptrdiff_t>(end));
+    const data::Batch batch = data::make_batch(data, chunk, normalization);
+    const Tensor logits = model(batch.images);
+    loss_sum += sum(cross_entropy(logits, batch.labels)).item();
+    correct += count_correct(logits, batch.labels);
+    r.count += static_cast<std::int64_t>(chunk.size());
+  }
+  model.train(was_training);
+  if (r.count > 0) {
+    r.accuracy = static_cast<double>(correct) / static_cast<double>(r.count);
+    r.mean_loss = loss_sum / static_cast<double>(r.count);
+  }
+  return r;
+}
+
+StepResult train_step_ce(nn::Module& model, optim::Optimizer& optimizer, const data::Batch& batch) {
+  optimizer.zero_grad();
+  const Tensor logits = model(batch.images);
+  const Tensor loss = mean(cross_entropy(logits, batch.labels));
+  loss.backward();
+  optimizer.step();
+  StepResult r;
+  r.loss = loss.item();
+  r.correct = count_correct(logits.detach(), batch.labels);
+  r.count = batch.labels.numel();
+  return r;
+}
+
+}  // namespace mcd::distill

@@ -1,0 +1,44 @@
+// Batch normalisation CPU kernels over a contiguous (N, C, S) view of the input, S the
+// product of the spatial dims; statistics are per channel C over M = N * S elements and are
+// accumulated and saved in double. Outputs are overwritten; null optional pointers mean
+// "absent" (no affine weight, no tangent, gradient not wanted).
+#pragma once
+#include <cstdint>
+
+namespace mcd::kernels::cpu {
+
+struct BatchNormDims {
+  std::int64_t n = 0, c = 0, s = 1;  // x is (N, C, S)
+};
+
+// Training forward: batch mean, biased variance and invstd = 1 / sqrt(var + eps) per
+// channel, and y = (x - mean) * invstd * weight + bias. mean, var, invstd: (C).
+template <class T>
+void batch_norm_forward_train_cpu(const BatchNormDims& d, const T* x, const T* weight,
+                                  const T* bias, double eps, T* y, double* mean, double* var,
+                                  double* invstd);
+
+// Eval forward with given (running) statistics: y = (x - mean) * invstd * weight + bias.
+template <class T>
+void batch_norm_forward_eval_cpu(const BatchNormDims& d, const T* x, const T* weight,
+                                 const T* bias, const double* mean, const double* invstd, T* y);
+
+// VJP. Training differentiates through the batch statistics:
+//   dx = weight * invstd / M * (M * dy - sum(dy) - xhat * sum(dy * xhat));
+// eval: dx = dy * weight * invstd. Both: dweight = sum(dy * xhat), dbias = sum(dy).
+// dx, dweight, dbias may each be null when not wanted.
+template <class T>
+void batch_norm_backward_cpu(const BatchNormDims& d, bool training, const T* dy, const T* x,
+                             const T* weight, const double* mean, const double* invstd, T* dx,
+                             T* dweight, T* dbias);
+
+// JVP, exact through the batch statistics in training mode:
+//   xhat_t = invstd * ((x_t - mean(x_t)) - xhat * mean(xhat * (x_t - mean(x_t))));
+// eval: xhat_t = invstd * x_t. Then y_t = weight * xhat_t + weight_t * xhat + bias_t.
+// x_t, weight_t, bias_t may be null (zero tangent).
+template <class T>
+void batch_norm_jvp_cpu(const BatchNormDims& d, bool training, const T* x, const T* x_t,
+                        const T* weight, const T* weight_t, const T* bias_t, const double* mean,
+                        const double* invstd, T* y_t);
+
+}  // namespace mcd::kernels::cpu

@@ -1,0 +1,28 @@
+# End to end: trains a small ResNet with apps/mcdistil_train on a subset of Fashion-MNIST and
+# requires the test accuracy in summary.json to reach MIN_TEST_ACC.
+# Invoked as: cmake -DAPP=... -DRUN_DIR=... -DMIN_TEST_ACC=0.85 -DARGS="..." -P this file
+separate_arguments(app_args UNIX_COMMAND "${ARGS}")
+if(NOT EXISTS /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz)
+  message(FATAL_ERROR "Fashion-MNIST is not installed: apt-get install dataset-fashion-mnist")
+endif()
+file(REMOVE_RECURSE "${RUN_DIR}")
+execute_process(COMMAND "${APP}" --run-dir "${RUN_DIR}" --no-progress ${app_args}
+                RESULT_VARIABLE rc)
+if(NOT rc EQUAL 0)
+  message(FATAL_ERROR "mcdistil_train exited with ${rc}")
+endif()
+file(READ "${RUN_DIR}/summary.json" summary)
+string(JSON method GET "${summary}" method)
+string(JSON n LENGTH "${summary}" models)
+string(JSON acc GET "${summary}" models 0 test_acc_best)
+string(JSON last GET "${summary}" models 0 test_acc_last)
+string(JSON role GET "${summary}" models 0 role)
+message(STATUS "method ${method}, ${n} model(s), role ${role}: test accuracy ${acc} at the best validation epoch, ${last} at the last")
+foreach(f metrics.jsonl config.json student_best.safetensors student_last.safetensors)
+  if(NOT EXISTS "${RUN_DIR}/${f}")
+    message(FATAL_ERROR "the run directory lacks ${f}")
+  endif()
+endforeach()
+if(acc LESS MIN_TEST_ACC)
+  message(FATAL_ERROR "test accuracy ${acc} is below ${MIN_TEST_ACC}")
+endif()

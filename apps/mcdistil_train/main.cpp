@@ -11,7 +11,7 @@
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
 
-#include <mcd/data/fashion_mnist.h>
+#include <mcd/data/idx.h>
 #include <mcd/engine/error.h>
 #include <mcd/models/registry.h>
 

@@ -8,6 +8,7 @@
 
 #include <mcd/data/dataset.h>
 #include <mcd/data/split.h>
+#include <mcd/data/transforms.h>
 
 #include "run_files.h"
 

@@ -1,0 +1,31 @@
+# Bad flags and paths: mcdistil_train must print a clear message and exit with status 2.
+# Invoked as: cmake -DAPP=... -DSCRATCH=... -P this file
+function(expect_exit2 expected_text)
+  execute_process(COMMAND "${APP}" ${ARGN} RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
+  if(NOT rc EQUAL 2)
+    message(FATAL_ERROR "'${ARGN}': expected exit status 2, got ${rc}\n${out}${err}")
+  endif()
+  string(FIND "${out}${err}" "${expected_text}" pos)
+  if(pos EQUAL -1)
+    message(FATAL_ERROR "'${ARGN}': message lacks '${expected_text}':\n${out}${err}")
+  endif()
+endfunction()
+
+expect_exit2("--bogus" --bogus)
+expect_exit2("--epochs" --epochs -3)
+expect_exit2("--schedule" --schedule sawtooth)
+expect_exit2("not a registered model" --arch resnet7)
+expect_exit2("/nonexistent/fashion" --data /nonexistent/fashion)
+expect_exit2("--resume needs --run-dir" --resume)
+file(MAKE_DIRECTORY "${SCRATCH}/empty_data")
+expect_exit2("train-images-idx3-ubyte.gz" --data "${SCRATCH}/empty_data")
+file(REMOVE_RECURSE "${SCRATCH}")
+
+execute_process(COMMAND "${APP}" --help RESULT_VARIABLE rc OUTPUT_VARIABLE out)
+foreach(flag --data --arch --epochs --batch-size --lr --momentum --weight-decay --nesterov
+        --schedule --crop-padding --flip --val-fraction --seed --threads --run-dir --resume)
+  string(FIND "${out}" "${flag}" pos)
+  if(pos EQUAL -1 OR NOT rc EQUAL 0)
+    message(FATAL_ERROR "--help does not document ${flag} (exit ${rc})")
+  endif()
+endforeach()

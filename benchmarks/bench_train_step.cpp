@@ -9,8 +9,8 @@
 
 #include <omp.h>
 
-#include <CLI/CLI.hpp>
 #include <fmt/format.h>
+#include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
 
 #include <mcd/engine/generator.h>
@@ -49,7 +49,8 @@ int main(int argc, char** argv) {
   app.add_option("--steps", steps, "Timed steps (median reported)")->capture_default_str();
   app.add_option("--classes", classes, "Classes")->capture_default_str();
   app.add_option("--threads", threads, "Threads (0: all)")->capture_default_str();
-  app.add_option("--peak-gflops", peak_gflops, "Float32 peak of this machine")->capture_default_str();
+  app.add_option("--peak-gflops", peak_gflops, "Float32 peak of this machine")
+      ->capture_default_str();
   CLI11_PARSE(app, argc, argv);
   if (threads > 0) omp_set_num_threads(threads);
 
@@ -71,7 +72,8 @@ int main(int argc, char** argv) {
       mcd::optim::Sgd opt(model->parameters(), so);
       const mcd::Tensor x = mcd::Tensor::randn({batch, c, h, w}, gen);
       std::vector<std::int64_t> y(static_cast<std::size_t>(batch));
-      for (auto& v : y) v = static_cast<std::int64_t>(gen.below(static_cast<std::uint64_t>(classes)));
+      for (auto& v : y)
+        v = static_cast<std::int64_t>(gen.below(static_cast<std::uint64_t>(classes)));
       const mcd::Tensor labels = mcd::Tensor::from_vector(y, {batch});
       auto step = [&] {
         opt.zero_grad();
@@ -83,25 +85,34 @@ int main(int argc, char** argv) {
       for (std::int64_t i = 0; i < steps; ++i) {
         const auto t0 = std::chrono::steady_clock::now();
         step();
-        times.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+        times.push_back(
+            std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
       }
       const double t = median(times);
-      const double flops = 3.0 * 2.0 *
-                           mcd::bench::resnet_forward_macs(mcd::bench::resnet_shape(arch), c, h, classes) *
-                           static_cast<double>(batch);
+      const double flops =
+          3.0 * 2.0 *
+          mcd::bench::resnet_forward_macs(mcd::bench::resnet_shape(arch), c, h, classes) *
+          static_cast<double>(batch);
       results.push_back({arch, in, t * 1e3, static_cast<double>(batch) / t, flops / t * 1e-9});
       const auto& r = results.back();
-      nlohmann::json j = {{"bench", "train_step"}, {"arch", arch}, {"input", in}, {"batch", batch},
-                          {"threads", omp_get_max_threads()}, {"gemm", mcd::kernels::cpu::gemm_variant()},
-                          {"ms_per_step", r.ms_per_step}, {"images_per_second", r.images_per_second},
-                          {"gflops", r.gflops}, {"fraction_of_peak", r.gflops / peak_gflops}};
+      nlohmann::json j = {{"bench", "train_step"},
+                          {"arch", arch},
+                          {"input", in},
+                          {"batch", batch},
+                          {"threads", omp_get_max_threads()},
+                          {"gemm", mcd::kernels::cpu::gemm_variant()},
+                          {"ms_per_step", r.ms_per_step},
+                          {"images_per_second", r.images_per_second},
+                          {"gflops", r.gflops},
+                          {"fraction_of_peak", r.gflops / peak_gflops}};
       fmt::print("{}\n", j.dump());
       std::fflush(stdout);
     }
   }
-  fmt::print("\n{:<14} {:<9} {:>10} {:>10} {:>9} {:>7}\n", "arch", "input", "ms/step", "img/s", "GFLOP/s", "%peak");
+  fmt::print("\n{:<14} {:<9} {:>10} {:>10} {:>9} {:>7}\n", "arch", "input", "ms/step", "img/s",
+             "GFLOP/s", "%peak");
   for (const auto& r : results)
-    fmt::print("{:<14} {:<9} {:>10.1f} {:>10.0f} {:>9.1f} {:>6.1f}%\n", r.arch, r.input, r.ms_per_step,
-               r.images_per_second, r.gflops, 100.0 * r.gflops / peak_gflops);
+    fmt::print("{:<14} {:<9} {:>10.1f} {:>10.0f} {:>9.1f} {:>6.1f}%\n", r.arch, r.input,
+               r.ms_per_step, r.images_per_second, r.gflops, 100.0 * r.gflops / peak_gflops);
   return 0;
 }

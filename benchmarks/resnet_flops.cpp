@@ -36,10 +36,13 @@ double resnet_forward_macs(const ResNetShape& s, std::int64_t channels, std::int
       const std::int64_t stride = (stage > 0 && b == 0) ? 2 : 1;
       const std::int64_t out = s.widths[stage];
       const std::int64_t out_hw = (hw + 2 - 3) / stride + 1;  // 3x3, padding 1
-      macs += conv(static_cast<double>(in), static_cast<double>(out), 3, static_cast<double>(out_hw));
-      macs += conv(static_cast<double>(out), static_cast<double>(out), 3, static_cast<double>(out_hw));
+      macs +=
+          conv(static_cast<double>(in), static_cast<double>(out), 3, static_cast<double>(out_hw));
+      macs +=
+          conv(static_cast<double>(out), static_cast<double>(out), 3, static_cast<double>(out_hw));
       if (stride != 1 || in != out)
-        macs += conv(static_cast<double>(in), static_cast<double>(out), 1, static_cast<double>(out_hw));
+        macs +=
+            conv(static_cast<double>(in), static_cast<double>(out), 1, static_cast<double>(out_hw));
       in = out;
       hw = out_hw;
     }

@@ -8,8 +8,8 @@
 #include <filesystem>
 #include <iostream>
 
-#include <CLI/CLI.hpp>
 #include <fmt/format.h>
+#include <CLI/CLI.hpp>
 
 #include <mcd/data/idx.h>
 #include <mcd/engine/error.h>
@@ -21,7 +21,9 @@
 namespace {
 
 std::atomic<bool> g_stop{false};
-extern "C" void on_sigint(int) { g_stop.store(true); }
+extern "C" void on_sigint(int) {
+  g_stop.store(true);
+}
 
 std::string default_run_dir(const std::string& method) {
   const std::time_t now = std::time(nullptr);
@@ -31,8 +33,8 @@ std::string default_run_dir(const std::string& method) {
 }
 
 void print_table(const std::vector<mcd::app::ModelSummary>& models) {
-  fmt::print("\n{:<8} {:<16} {:>6} {:>10} {:>14} {:>14}\n", "role", "arch", "epochs",
-             "best val", "test @best", "test @last");
+  fmt::print("\n{:<8} {:<16} {:>6} {:>10} {:>14} {:>14}\n", "role", "arch", "epochs", "best val",
+             "test @best", "test @last");
   for (const auto& m : models)
     fmt::print("{:<8} {:<16} {:>6} {:>10.4f} {:>14.4f} {:>14.4f}\n", m.role, m.arch, m.epochs,
                m.best_val_acc, m.test_acc_best, m.test_acc_last);
@@ -52,33 +54,71 @@ int main(int argc, char** argv) {
   bool resume = false, no_progress = false;
 
   CLI::App app{"mcdistil_train: train image classifiers (CE now; KD and MC-Distil to come)"};
-  app.add_option("--dataset", dataset, "Dataset name")->check(CLI::IsMember({"fashion-mnist", "mnist"}))->capture_default_str();
+  app.add_option("--dataset", dataset, "Dataset name")
+      ->check(CLI::IsMember({"fashion-mnist", "mnist"}))
+      ->capture_default_str();
   app.add_option("--data", data_dir, "Directory with the gzip IDX files")->capture_default_str();
-  app.add_option("--method", method, "Training method")->check(CLI::IsMember({"ce"}))->capture_default_str();
+  app.add_option("--method", method, "Training method")
+      ->check(CLI::IsMember({"ce"}))
+      ->capture_default_str();
   app.add_option("--arch", c.arch, "Model architecture (see --list-models)")->capture_default_str();
-  app.add_option("--epochs", c.epochs, "Training epochs")->check(CLI::NonNegativeNumber)->capture_default_str();
-  app.add_option("--batch-size", c.batch_size, "Training batch size")->check(CLI::PositiveNumber)->capture_default_str();
-  app.add_option("--eval-batch-size", c.eval_batch_size, "Evaluation batch size")->check(CLI::PositiveNumber)->capture_default_str();
-  app.add_option("--lr", c.lr, "Initial SGD learning rate")->check(CLI::PositiveNumber)->capture_default_str();
-  app.add_option("--momentum", c.momentum, "SGD momentum")->check(CLI::Range(0.0, 1.0))->capture_default_str();
-  app.add_option("--weight-decay", c.weight_decay, "SGD weight decay")->check(CLI::NonNegativeNumber)->capture_default_str();
+  app.add_option("--epochs", c.epochs, "Training epochs")
+      ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
+  app.add_option("--batch-size", c.batch_size, "Training batch size")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  app.add_option("--eval-batch-size", c.eval_batch_size, "Evaluation batch size")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  app.add_option("--lr", c.lr, "Initial SGD learning rate")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  app.add_option("--momentum", c.momentum, "SGD momentum")
+      ->check(CLI::Range(0.0, 1.0))
+      ->capture_default_str();
+  app.add_option("--weight-decay", c.weight_decay, "SGD weight decay")
+      ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
   app.add_flag("--nesterov", c.nesterov, "Nesterov momentum");
-  app.add_option("--schedule", c.schedule, "Learning-rate schedule over epochs")->check(CLI::IsMember({"cosine", "step", "constant"}))->capture_default_str();
-  app.add_option("--step-size", c.step_size, "Epochs between decays (step schedule)")->check(CLI::PositiveNumber)->capture_default_str();
-  app.add_option("--gamma", c.gamma, "Decay factor (step schedule)")->check(CLI::PositiveNumber)->capture_default_str();
-  app.add_option("--crop-padding", c.crop_padding, "Random-crop padding in pixels (0: off)")->check(CLI::NonNegativeNumber)->capture_default_str();
-  app.add_option("--flip", c.horizontal_flip, "Random horizontal flip (true/false)")->capture_default_str();
-  app.add_option("--val-fraction", val_fraction, "Fraction of the training set held out for validation")->check(CLI::Range(0.0, 0.9))->capture_default_str();
-  app.add_option("--limit-train", limit_train, "Use only the first N training images of the split (0: all)")->check(CLI::NonNegativeNumber)->capture_default_str();
-  app.add_option("--seed", c.seed, "Seed for initialisation, split, shuffling and augmentation")->capture_default_str();
-  app.add_option("--threads", threads, "CPU threads (0: all cores)")->check(CLI::NonNegativeNumber)->capture_default_str();
+  app.add_option("--schedule", c.schedule, "Learning-rate schedule over epochs")
+      ->check(CLI::IsMember({"cosine", "step", "constant"}))
+      ->capture_default_str();
+  app.add_option("--step-size", c.step_size, "Epochs between decays (step schedule)")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  app.add_option("--gamma", c.gamma, "Decay factor (step schedule)")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  app.add_option("--crop-padding", c.crop_padding, "Random-crop padding in pixels (0: off)")
+      ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
+  app.add_option("--flip", c.horizontal_flip, "Random horizontal flip (true/false)")
+      ->capture_default_str();
+  app.add_option("--val-fraction", val_fraction,
+                 "Fraction of the training set held out for validation")
+      ->check(CLI::Range(0.0, 0.9))
+      ->capture_default_str();
+  app.add_option("--limit-train", limit_train,
+                 "Use only the first N training images of the split (0: all)")
+      ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
+  app.add_option("--seed", c.seed, "Seed for initialisation, split, shuffling and augmentation")
+      ->capture_default_str();
+  app.add_option("--threads", threads, "CPU threads (0: all cores)")
+      ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
   app.add_option("--run-dir", run_dir, "Run directory (default: runs/<time>-<method>)");
   app.add_flag("--resume", resume, "Continue the run in --run-dir from its last checkpoint");
   app.add_flag("--no-progress", no_progress, "Do not draw the progress bar");
-  app.add_flag_callback("--list-models", [] {
-    for (const auto& n : mcd::nn::model_names()) fmt::print("{}\n", n);
-    throw CLI::Success();
-  }, "Print the registered architectures and exit");
+  app.add_flag_callback(
+      "--list-models",
+      [] {
+        for (const auto& n : mcd::nn::model_names())
+          fmt::print("{}\n", n);
+        throw CLI::Success();
+      },
+      "Print the registered architectures and exit");
 
   try {
     app.parse(argc, argv);
@@ -99,7 +139,8 @@ int main(int argc, char** argv) {
   try {
     const auto names = mcd::nn::model_names();
     if (std::find(names.begin(), names.end(), c.arch) == names.end()) {
-      fmt::print(stderr, "error: --arch '{}' is not a registered model; see --list-models\n", c.arch);
+      fmt::print(stderr, "error: --arch '{}' is not a registered model; see --list-models\n",
+                 c.arch);
       return 2;
     }
     if (!std::filesystem::is_directory(data_dir)) {
@@ -127,14 +168,25 @@ int main(int argc, char** argv) {
 
     mcd::app::RunDirectory run(run_dir.empty() ? default_run_dir(method) : run_dir);
     run.write_json(resume ? "config.resumed.json" : "config.json",
-                   {{"dataset", dataset}, {"data", data_dir}, {"method", method},
-                    {"arch", c.arch}, {"epochs", c.epochs}, {"batch_size", c.batch_size},
-                    {"lr", c.lr}, {"momentum", c.momentum}, {"weight_decay", c.weight_decay},
-                    {"nesterov", c.nesterov}, {"schedule", c.schedule},
-                    {"crop_padding", c.crop_padding}, {"flip", c.horizontal_flip},
-                    {"val_fraction", val_fraction}, {"limit_train", limit_train},
-                    {"seed", c.seed}, {"threads", omp_get_max_threads()},
-                    {"train_images", d.split.train.size()}, {"val_images", d.split.val.size()},
+                   {{"dataset", dataset},
+                    {"data", data_dir},
+                    {"method", method},
+                    {"arch", c.arch},
+                    {"epochs", c.epochs},
+                    {"batch_size", c.batch_size},
+                    {"lr", c.lr},
+                    {"momentum", c.momentum},
+                    {"weight_decay", c.weight_decay},
+                    {"nesterov", c.nesterov},
+                    {"schedule", c.schedule},
+                    {"crop_padding", c.crop_padding},
+                    {"flip", c.horizontal_flip},
+                    {"val_fraction", val_fraction},
+                    {"limit_train", limit_train},
+                    {"seed", c.seed},
+                    {"threads", omp_get_max_threads()},
+                    {"train_images", d.split.train.size()},
+                    {"val_images", d.split.val.size()},
                     {"test_images", data.test.size()}});
     fmt::print(stderr, "run directory: {}\n", run.path().string());
 

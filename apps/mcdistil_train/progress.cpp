@@ -53,12 +53,13 @@ void ProgressBar::draw(std::int64_t done, const std::string& status, bool final_
   constexpr int kWidth = 24;
   const int filled = total_ > 0 ? static_cast<int>(kWidth * done / total_) : kWidth;
   const std::string bar = std::string(filled, '#') + std::string(kWidth - filled, '.');
-  const std::string line =
-      fmt::format("{} [{}] {}/{} {:.0f} img/s {} {} {}", label_, bar, done, total_, rate,
-                  done >= total_ ? "took" : "ETA", clock_str(done >= total_ ? elapsed : eta),
-                  status);
-  if (tty_) std::fprintf(stderr, "\r\033[K%s%s", line.c_str(), final_line ? "\n" : "");
-  else std::fprintf(stderr, "%s\n", line.c_str());
+  const std::string line = fmt::format("{} [{}] {}/{} {:.0f} img/s {} {} {}", label_, bar, done,
+                                       total_, rate, done >= total_ ? "took" : "ETA",
+                                       clock_str(done >= total_ ? elapsed : eta), status);
+  if (tty_)
+    std::fprintf(stderr, "\r\033[K%s%s", line.c_str(), final_line ? "\n" : "");
+  else
+    std::fprintf(stderr, "%s\n", line.c_str());
   std::fflush(stderr);
 }
 

@@ -24,9 +24,9 @@ std::unique_ptr<optim::LrSchedule> make_schedule(const ClassifierConfig& c) {
 
 // Everything needed to continue exactly where a run stopped.
 struct Position {
-  std::int64_t epoch = 0;       // epoch in progress
-  std::int64_t batch = 0;       // next batch within it
-  double loss_sum = 0.0;        // running meters of the epoch in progress
+  std::int64_t epoch = 0;  // epoch in progress
+  std::int64_t batch = 0;  // next batch within it
+  double loss_sum = 0.0;   // running meters of the epoch in progress
   std::int64_t correct = 0, seen = 0;
   double best_val_acc = -1.0, test_acc_best = 0.0;
   std::int64_t best_epoch = 0;
@@ -34,7 +34,8 @@ struct Position {
 
 StateDict prefixed(const StateDict& s, const std::string& prefix) {
   StateDict out;
-  for (const auto& [k, v] : s) out[prefix + k] = v;
+  for (const auto& [k, v] : s)
+    out[prefix + k] = v;
   return out;
 }
 
@@ -48,7 +49,8 @@ StateDict unprefixed(const StateDict& s, const std::string& prefix) {
 void save_last(const RunDirectory& run, const std::string& name, nn::Module& model,
                const optim::Optimizer& opt, const ClassifierConfig& c, const Position& p) {
   StateDict all = prefixed(model.state_dict(), "model.");
-  for (auto& [k, v] : prefixed(opt.state_dict(), "optim.")) all[k] = v;
+  for (auto& [k, v] : prefixed(opt.state_dict(), "optim."))
+    all[k] = v;
   const std::map<std::string, std::string> meta = {
       {"arch", c.arch},
       {"epoch", std::to_string(p.epoch)},
@@ -89,12 +91,10 @@ Position load_last(const std::string& path, nn::Module& model, optim::Optimizer&
 }  // namespace
 
 ModelSummary train_classifier(const ClassifierConfig& c, const DataSplits& d,
-                              const RunDirectory& run, bool resume,
-                              const std::atomic<bool>& stop) {
+                              const RunDirectory& run, bool resume, const std::atomic<bool>& stop) {
   const data::Dataset& train = *d.train;
   Generator init_gen(c.seed);
-  auto model = nn::make_model(
-      c.arch, {train.channels, train.num_classes, train.height}, init_gen);
+  auto model = nn::make_model(c.arch, {train.channels, train.num_classes, train.height}, init_gen);
   optim::SgdOptions so;
   so.lr = c.lr;
   so.momentum = c.momentum;
@@ -122,7 +122,8 @@ ModelSummary train_classifier(const ClassifierConfig& c, const DataSplits& d,
 
   ModelSummary s{c.role, c.arch};
   std::vector<std::int64_t> test_indices(static_cast<std::size_t>(d.test->size()));
-  for (std::size_t i = 0; i < test_indices.size(); ++i) test_indices[i] = static_cast<std::int64_t>(i);
+  for (std::size_t i = 0; i < test_indices.size(); ++i)
+    test_indices[i] = static_cast<std::int64_t>(i);
 
   for (; p.epoch < c.epochs; ++p.epoch) {
     const auto t0 = std::chrono::steady_clock::now();
@@ -148,16 +149,19 @@ ModelSummary train_classifier(const ClassifierConfig& c, const DataSplits& d,
     }
     const double train_seconds =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    const auto val = distill::evaluate(*model, train, d.split.val, d.normalization, c.eval_batch_size);
-    const auto test = distill::evaluate(*model, *d.test, test_indices, d.normalization, c.eval_batch_size);
-    bar.finish(fmt::format("loss {:.4f} val {:.4f} test {:.4f}", p.loss_sum / std::max<double>(1, p.seen),
-                           val.accuracy, test.accuracy));
+    const auto val =
+        distill::evaluate(*model, train, d.split.val, d.normalization, c.eval_batch_size);
+    const auto test =
+        distill::evaluate(*model, *d.test, test_indices, d.normalization, c.eval_batch_size);
+    bar.finish(fmt::format("loss {:.4f} val {:.4f} test {:.4f}",
+                           p.loss_sum / std::max<double>(1, p.seen), val.accuracy, test.accuracy));
     if (val.accuracy > p.best_val_acc) {
       p.best_val_acc = val.accuracy;
       p.test_acc_best = test.accuracy;
       p.best_epoch = p.epoch + 1;
       save_safetensors(run.file(best_name).string(), model->state_dict(),
-                       {{"arch", c.arch}, {"epoch", std::to_string(p.epoch + 1)},
+                       {{"arch", c.arch},
+                        {"epoch", std::to_string(p.epoch + 1)},
                         {"val_acc", fmt::format("{}", val.accuracy)}});
     }
     run.append_metrics({{"role", c.role},
@@ -186,7 +190,9 @@ ModelSummary train_classifier(const ClassifierConfig& c, const DataSplits& d,
   s.epochs = c.epochs;
   if (s.test_acc_last == 0.0 && c.epochs > 0) {
     // Resumed after the last epoch had finished: report the last checkpoint's test accuracy.
-    s.test_acc_last = distill::evaluate(*model, *d.test, test_indices, d.normalization, c.eval_batch_size).accuracy;
+    s.test_acc_last =
+        distill::evaluate(*model, *d.test, test_indices, d.normalization, c.eval_batch_size)
+            .accuracy;
   }
   return s;
 }

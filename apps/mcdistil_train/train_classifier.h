@@ -42,8 +42,7 @@ struct DataSplits {
 
 // Returns the summary; throws Interrupted when `stop` was raised (after checkpointing).
 ModelSummary train_classifier(const ClassifierConfig& config, const DataSplits& data,
-                              const RunDirectory& run, bool resume,
-                              const std::atomic<bool>& stop);
+                              const RunDirectory& run, bool resume, const std::atomic<bool>& stop);
 
 struct Interrupted {};
 

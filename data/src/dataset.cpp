@@ -21,8 +21,8 @@ void check_indices(const Dataset& d, const std::vector<std::int64_t>& indices, c
   const std::int64_t n = d.size();
   for (std::size_t i = 0; i < indices.size(); ++i) {
     MCD_CHECK(indices[i] >= 0 && indices[i] < n,
-              "{}: index {} (at position {}) is outside dataset '{}' of {} images", op,
-              indices[i], i, d.name, n);
+              "{}: index {} (at position {}) is outside dataset '{}' of {} images", op, indices[i],
+              i, d.name, n);
   }
 }
 

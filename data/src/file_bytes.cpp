@@ -42,8 +42,7 @@ struct InflateStream {
   z_stream zs{};
   InflateStream(const std::string& path, const char* op) {
     // 15 + 16: a gzip wrapper only, with its CRC-32 and length checked at the end.
-    MCD_CHECK(inflateInit2(&zs, 15 + 16) == Z_OK, "{}: cannot initialise zlib for '{}'", op,
-              path);
+    MCD_CHECK(inflateInit2(&zs, 15 + 16) == Z_OK, "{}: cannot initialise zlib for '{}'", op, path);
   }
   ~InflateStream() { inflateEnd(&zs); }
   InflateStream(const InflateStream&) = delete;
@@ -59,8 +58,8 @@ std::vector<std::uint8_t> gunzip(const std::vector<std::uint8_t>& compressed,
   std::size_t guess = compressed.size() * 4;
   if (compressed.size() >= 18) {
     const std::uint8_t* t = compressed.data() + compressed.size() - 4;
-    const std::size_t isize = std::size_t{t[0]} | std::size_t{t[1]} << 8 |
-                              std::size_t{t[2]} << 16 | std::size_t{t[3]} << 24;
+    const std::size_t isize = std::size_t{t[0]} | std::size_t{t[1]} << 8 | std::size_t{t[2]} << 16 |
+                              std::size_t{t[3]} << 24;
     if (isize >= compressed.size() / 2) guess = isize;
   }
   std::vector<std::uint8_t> out(std::max<std::size_t>(guess, 4096));
@@ -87,8 +86,8 @@ std::vector<std::uint8_t> gunzip(const std::vector<std::uint8_t>& compressed,
     if (ret == Z_STREAM_END) {
       if (consumed == compressed.size()) break;
       // Another gzip member may follow; anything else is trailing garbage.
-      const bool next_member = compressed.size() - consumed >= 2 &&
-                               compressed[consumed] == 0x1f && compressed[consumed + 1] == 0x8b;
+      const bool next_member = compressed.size() - consumed >= 2 && compressed[consumed] == 0x1f &&
+                               compressed[consumed + 1] == 0x8b;
       MCD_CHECK(next_member, "{}: '{}' has {} trailing bytes after the gzip stream", op, path,
                 compressed.size() - consumed);
       MCD_CHECK(inflateReset(&zs) == Z_OK, "{}: zlib reset failed for '{}'", op, path);

@@ -39,8 +39,8 @@ std::vector<std::int64_t> strip_idx_header(std::vector<std::uint8_t>& bytes, int
             op, what, path, magic & 0xffu, magic, ndims, expected_magic);
   const std::size_t header = 4 + 4 * static_cast<std::size_t>(ndims);
   MCD_CHECK(bytes.size() >= header,
-            "{}: {} file '{}' is too short for its IDX header: {} bytes, expected at least {}",
-            op, what, path, bytes.size(), header);
+            "{}: {} file '{}' is too short for its IDX header: {} bytes, expected at least {}", op,
+            what, path, bytes.size(), header);
 
   std::vector<std::int64_t> dims(static_cast<std::size_t>(ndims));
   std::uint64_t expected_bytes = 1;
@@ -57,8 +57,8 @@ std::vector<std::int64_t> strip_idx_header(std::vector<std::uint8_t>& bytes, int
     for (std::size_t d = 0; d < dims.size(); ++d) {
       dims_str += (d ? " x " : "") + std::to_string(dims[d]);
     }
-    fail("{}: {} file '{}' holds {} data bytes, expected {} ({}): the file is {}", op, what,
-         path, actual_bytes, expected_bytes, dims_str,
+    fail("{}: {} file '{}' holds {} data bytes, expected {} ({}): the file is {}", op, what, path,
+         actual_bytes, expected_bytes, dims_str,
          actual_bytes < expected_bytes ? "truncated" : "followed by trailing bytes");
   }
   bytes.erase(bytes.begin(), bytes.begin() + static_cast<std::ptrdiff_t>(header));
@@ -78,8 +78,8 @@ std::string pick_file(const std::filesystem::path& dir, const std::string& gz_na
 Dataset read_idx(const std::string& images_path, const std::string& labels_path,
                  std::int64_t num_classes, const std::string& name) {
   MCD_CHECK(num_classes > 0 && num_classes <= 256,
-            "read_idx: num_classes = {} for '{}', expected 1..256 (labels are bytes)",
-            num_classes, labels_path);
+            "read_idx: num_classes = {} for '{}', expected 1..256 (labels are bytes)", num_classes,
+            labels_path);
   std::vector<std::uint8_t> images = detail::read_maybe_gzip(images_path, "read_idx");
   const std::vector<std::int64_t> image_dims = strip_idx_header(images, 3, images_path, "images");
   std::vector<std::uint8_t> labels = detail::read_maybe_gzip(labels_path, "read_idx");

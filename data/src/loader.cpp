@@ -29,14 +29,15 @@ ChannelAffine channel_affine(const Normalization& norm, std::int64_t channels) {
   return a;
 }
 
-void normalize_image(const std::uint8_t* src, float* dst, std::int64_t channels,
-                     std::int64_t plane, const ChannelAffine& a) {
+void normalize_image(const std::uint8_t* src, float* dst, std::int64_t channels, std::int64_t plane,
+                     const ChannelAffine& a) {
   for (std::int64_t c = 0; c < channels; ++c) {
     const float scale = a.scale[static_cast<std::size_t>(c)];
     const float bias = a.bias[static_cast<std::size_t>(c)];
     const std::uint8_t* in = src + c * plane;
     float* out = dst + c * plane;
-    for (std::int64_t k = 0; k < plane; ++k) out[k] = static_cast<float>(in[k]) * scale + bias;
+    for (std::int64_t k = 0; k < plane; ++k)
+      out[k] = static_cast<float>(in[k]) * scale + bias;
   }
 }
 

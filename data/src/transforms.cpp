@@ -68,8 +68,8 @@ void check_normalization(const Normalization& norm, std::int64_t channels, const
             norm.mean.size(), norm.std.size(), channels);
   for (std::int64_t c = 0; c < channels; ++c) {
     const float s = norm.std[static_cast<std::size_t>(c)];
-    MCD_CHECK(s > 0.0f && std::isfinite(s), "{}: normalization std[{}] = {}, expected > 0", op,
-              c, s);
+    MCD_CHECK(s > 0.0f && std::isfinite(s), "{}: normalization std[{}] = {}, expected > 0", op, c,
+              s);
   }
 }
 
@@ -115,7 +115,8 @@ void augment_image(const std::uint8_t* src, std::uint8_t* dst, std::int64_t chan
       if (!draw.flip) {
         std::memcpy(out + x_lo, in + x_lo + dx, static_cast<std::size_t>(x_hi - x_lo));
       } else {
-        for (std::int64_t x = x_lo; x < x_hi; ++x) out[width - 1 - x] = in[x + dx];
+        for (std::int64_t x = x_lo; x < x_hi; ++x)
+          out[width - 1 - x] = in[x + dx];
       }
     }
   }

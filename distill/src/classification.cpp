@@ -14,7 +14,8 @@ std::int64_t count_correct(const Tensor& logits, const Tensor& labels) {
   const auto* p = pred.data<std::int64_t>();
   const auto* y = labels.data<std::int64_t>();
   std::int64_t correct = 0;
-  for (std::int64_t i = 0; i < labels.numel(); ++i) correct += p[i] == y[i];
+  for (std::int64_t i = 0; i < labels.numel(); ++i)
+    correct += p[i] == y[i];
   return correct;
 }
 }  // namespace
@@ -28,7 +29,8 @@ EvalResult evaluate(nn::Module& model, const data::Dataset& data,
   EvalResult r;
   double loss_sum = 0.0;
   std::int64_t correct = 0;
-  for (std::size_t start = 0; start < indices.size(); start += static_cast<std::size_t>(batch_size)) {
+  for (std::size_t start = 0; start < indices.size();
+       start += static_cast<std::size_t>(batch_size)) {
     const std::size_t end = std::min(indices.size(), start + static_cast<std::size_t>(batch_size));
     const std::vector<std::int64_t> chunk(indices.begin() + static_cast<std::ptrdiff_t>(start),
                                           indices.begin() + static_cast<std::ptrdiff_t>(end));

@@ -105,11 +105,19 @@ BackwardResult run_backward(const std::vector<Tensor>& outputs,
 }
 }  // namespace
 
-bool grad_mode_enabled() { return g_grad_mode; }
-bool forward_ad_enabled() { return g_forward_ad; }
+bool grad_mode_enabled() {
+  return g_grad_mode;
+}
+bool forward_ad_enabled() {
+  return g_forward_ad;
+}
 
-NoGradGuard::NoGradGuard() : previous_(g_grad_mode) { g_grad_mode = false; }
-NoGradGuard::~NoGradGuard() { g_grad_mode = previous_; }
+NoGradGuard::NoGradGuard() : previous_(g_grad_mode) {
+  g_grad_mode = false;
+}
+NoGradGuard::~NoGradGuard() {
+  g_grad_mode = previous_;
+}
 
 RuleGuard::RuleGuard() : previous_grad_(g_grad_mode), previous_fw_(g_forward_ad) {
   g_grad_mode = false;
@@ -156,8 +164,8 @@ std::vector<Tensor> grad(const std::vector<Tensor>& outputs, const std::vector<T
 
 JvpResult jvp(const std::function<std::vector<Tensor>(const std::vector<Tensor>&)>& f,
               const std::vector<Tensor>& primals, const std::vector<Tensor>& tangents) {
-  MCD_CHECK(primals.size() == tangents.size(), "jvp: {} primals but {} tangents",
-            primals.size(), tangents.size());
+  MCD_CHECK(primals.size() == tangents.size(), "jvp: {} primals but {} tangents", primals.size(),
+            tangents.size());
   std::vector<Tensor> duals;
   duals.reserve(primals.size());
   for (std::size_t i = 0; i < primals.size(); ++i) {
@@ -179,18 +187,21 @@ DualScope::DualScope(const std::vector<Tensor>& primals, const std::vector<Tenso
     : primals_(primals) {
   MCD_CHECK(primals.size() == tangents.size(), "DualScope: {} primals but {} tangents",
             primals.size(), tangents.size());
-  for (std::size_t i = 0; i < primals.size(); ++i) primals_[i].set_tangent(tangents[i]);
+  for (std::size_t i = 0; i < primals.size(); ++i)
+    primals_[i].set_tangent(tangents[i]);
 }
 
 DualScope::~DualScope() {
-  for (Tensor& p : primals_) p.set_tangent(Tensor());
+  for (Tensor& p : primals_)
+    p.set_tangent(Tensor());
 }
 
 void record(Tensor& out, const char* name, const std::vector<Tensor>& inputs,
             std::function<std::vector<Tensor>(const Tensor&)> vjp) {
   if (!g_grad_mode) return;
   bool any = false;
-  for (const Tensor& in : inputs) any = any || (in.defined() && in.requires_grad());
+  for (const Tensor& in : inputs)
+    any = any || (in.defined() && in.requires_grad());
   if (!any) return;
   auto node = std::make_shared<Node>();
   node->name = name;
@@ -198,8 +209,10 @@ void record(Tensor& out, const char* name, const std::vector<Tensor>& inputs,
   for (const Tensor& in : inputs) {
     Node::Edge e;
     if (in.defined() && in.requires_grad()) {
-      if (in.is_leaf()) e.leaf = in.impl_ptr();
-      else e.fn = in.grad_fn();
+      if (in.is_leaf())
+        e.leaf = in.impl_ptr();
+      else
+        e.fn = in.grad_fn();
     }
     node->inputs.push_back(std::move(e));
   }

@@ -10,13 +10,12 @@ namespace mcd::detail {
 inline void require_cpu(const char* op, std::initializer_list<const Tensor*> tensors) {
   for (const Tensor* t : tensors)
     if (t->defined() && !t->device().is_cpu())
-      fail("{}: no kernel for device {} in this build (tensor of shape {})", op,
-           t->device().str(), shape_str(t->shape()));
+      fail("{}: no kernel for device {} in this build (tensor of shape {})", op, t->device().str(),
+           shape_str(t->shape()));
 }
 
 // Views without autograd, used by op implementations and rules.
-Tensor make_view(const Tensor& base, const Shape& shape, const Shape& strides,
-                 std::int64_t offset);
+Tensor make_view(const Tensor& base, const Shape& shape, const Shape& strides, std::int64_t offset);
 Tensor expand_view(const Tensor& t, const Shape& shape);
 Tensor permute_view(const Tensor& t, const std::vector<std::int64_t>& dims);
 // Contiguous copy without autograd (returns t itself when already contiguous).
@@ -25,19 +24,19 @@ Tensor contiguous_data(const Tensor& t);
 }  // namespace mcd::detail
 
 // Runs the body with scalar_t bound to the C++ type of a floating dtype.
-#define MCD_DISPATCH_FLOATING(dtype, op, ...)                                            \
-  switch (dtype) {                                                                       \
-    case ::mcd::DType::Float32: {                                                        \
-      using scalar_t = float;                                                            \
-      __VA_ARGS__;                                                                       \
-      break;                                                                             \
-    }                                                                                    \
-    case ::mcd::DType::Float64: {                                                        \
-      using scalar_t = double;                                                           \
-      __VA_ARGS__;                                                                       \
-      break;                                                                             \
-    }                                                                                    \
-    default:                                                                             \
-      ::mcd::fail("{}: expected a float32 or float64 tensor, got {}", op,                \
-                  ::mcd::dtype_name(dtype));                                             \
+#define MCD_DISPATCH_FLOATING(dtype, op, ...)                             \
+  switch (dtype) {                                                        \
+    case ::mcd::DType::Float32: {                                         \
+      using scalar_t = float;                                             \
+      __VA_ARGS__;                                                        \
+      break;                                                              \
+    }                                                                     \
+    case ::mcd::DType::Float64: {                                         \
+      using scalar_t = double;                                            \
+      __VA_ARGS__;                                                        \
+      break;                                                              \
+    }                                                                     \
+    default:                                                              \
+      ::mcd::fail("{}: expected a float32 or float64 tensor, got {}", op, \
+                  ::mcd::dtype_name(dtype));                              \
   }

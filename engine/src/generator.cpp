@@ -12,11 +12,14 @@ std::uint64_t splitmix64(std::uint64_t& x) {
   z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
   return z ^ (z >> 31);
 }
-std::uint64_t rotl(std::uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
+std::uint64_t rotl(std::uint64_t x, int k) {
+  return (x << k) | (x >> (64 - k));
+}
 }  // namespace
 
 void Generator::seed_with(std::uint64_t seed) {
-  for (auto& w : s_) w = splitmix64(seed);
+  for (auto& w : s_)
+    w = splitmix64(seed);
 }
 
 std::uint64_t Generator::next_u64() {
@@ -31,11 +34,14 @@ std::uint64_t Generator::next_u64() {
   return result;
 }
 
-double Generator::uniform() { return static_cast<double>(next_u64() >> 11) * 0x1.0p-53; }
+double Generator::uniform() {
+  return static_cast<double>(next_u64() >> 11) * 0x1.0p-53;
+}
 
 double Generator::normal() {
   double u1 = uniform();
-  while (u1 <= 0.0) u1 = uniform();
+  while (u1 <= 0.0)
+    u1 = uniform();
   const double u2 = uniform();
   return std::sqrt(-2.0 * std::log(u1)) * std::cos(2.0 * std::numbers::pi * u2);
 }

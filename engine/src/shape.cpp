@@ -7,11 +7,14 @@
 
 namespace mcd {
 
-std::string shape_str(const Shape& s) { return fmt::format("[{}]", fmt::join(s, ", ")); }
+std::string shape_str(const Shape& s) {
+  return fmt::format("[{}]", fmt::join(s, ", "));
+}
 
 std::int64_t shape_numel(const Shape& s) {
   std::int64_t n = 1;
-  for (auto d : s) n *= d;
+  for (auto d : s)
+    n *= d;
   return n;
 }
 
@@ -27,8 +30,8 @@ Shape contiguous_strides(const Shape& s) {
 
 std::int64_t normalize_dim(std::int64_t d, std::int64_t rank, const char* op) {
   const std::int64_t lo = rank == 0 ? -1 : -rank, hi = rank == 0 ? 0 : rank - 1;
-  MCD_CHECK(d >= lo && d <= hi, "{}: dimension {} is out of range for a tensor of rank {}", op,
-            d, rank);
+  MCD_CHECK(d >= lo && d <= hi, "{}: dimension {} is out of range for a tensor of rank {}", op, d,
+            rank);
   return d < 0 ? d + std::max<std::int64_t>(rank, 1) : d;
 }
 

@@ -10,9 +10,12 @@ namespace mcd {
 
 const char* dtype_name(DType t) {
   switch (t) {
-    case DType::Float32: return "float32";
-    case DType::Float64: return "float64";
-    case DType::Int64: return "int64";
+    case DType::Float32:
+      return "float32";
+    case DType::Float64:
+      return "float64";
+    case DType::Int64:
+      return "int64";
   }
   return "?";
 }
@@ -22,13 +25,14 @@ std::string Device::str() const {
 }
 
 Storage::Storage(std::size_t nbytes, Device device) : nbytes_(nbytes), device_(device) {
-  MCD_CHECK(device.is_cpu(), "Storage: device {} is not available in this build",
-            device.str());
+  MCD_CHECK(device.is_cpu(), "Storage: device {} is not available in this build", device.str());
   const std::size_t rounded = ((nbytes + 63) / 64) * 64;
   data_ = std::aligned_alloc(64, rounded == 0 ? 64 : rounded);
   if (data_ == nullptr) throw std::bad_alloc();
 }
 
-Storage::~Storage() { std::free(data_); }
+Storage::~Storage() {
+  std::free(data_);
+}
 
 }  // namespace mcd

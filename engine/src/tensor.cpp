@@ -23,9 +23,12 @@ namespace {
 template <class F>
 void visit_dtype(DType dtype, void* p, F&& fn) {
   switch (dtype) {
-    case DType::Float32: return fn(static_cast<float*>(p));
-    case DType::Float64: return fn(static_cast<double*>(p));
-    case DType::Int64: return fn(static_cast<std::int64_t*>(p));
+    case DType::Float32:
+      return fn(static_cast<float*>(p));
+    case DType::Float64:
+      return fn(static_cast<double*>(p));
+    case DType::Int64:
+      return fn(static_cast<std::int64_t*>(p));
   }
 }
 }  // namespace
@@ -58,12 +61,15 @@ Tensor Tensor::full(const Shape& shape, double value, DType dtype, Device device
   return t;
 }
 
-Tensor Tensor::scalar(double value, DType dtype) { return full({}, value, dtype); }
+Tensor Tensor::scalar(double value, DType dtype) {
+  return full({}, value, dtype);
+}
 
 Tensor Tensor::arange(std::int64_t n, DType dtype) {
   Tensor t = empty({n}, dtype);
   visit_dtype(dtype, t.raw_data(), [&](auto* p) {
-    for (std::int64_t i = 0; i < n; ++i) p[i] = static_cast<std::remove_pointer_t<decltype(p)>>(i);
+    for (std::int64_t i = 0; i < n; ++i)
+      p[i] = static_cast<std::remove_pointer_t<decltype(p)>>(i);
   });
   return t;
 }
@@ -72,7 +78,8 @@ Tensor Tensor::randn(const Shape& shape, Generator& gen, DType dtype) {
   Tensor t = empty(shape, dtype);
   MCD_DISPATCH_FLOATING(dtype, "randn", {
     auto* p = t.data<scalar_t>();
-    for (std::int64_t i = 0; i < t.numel(); ++i) p[i] = static_cast<scalar_t>(gen.normal());
+    for (std::int64_t i = 0; i < t.numel(); ++i)
+      p[i] = static_cast<scalar_t>(gen.normal());
   });
   return t;
 }
@@ -90,16 +97,14 @@ Tensor Tensor::uniform(const Shape& shape, Generator& gen, double lo, double hi,
 template <class T>
 Tensor Tensor::from_vector(const std::vector<T>& values, const Shape& shape) {
   MCD_CHECK(static_cast<std::int64_t>(values.size()) == shape_numel(shape),
-            "Tensor::from_vector: {} values do not fill shape {}", values.size(),
-            shape_str(shape));
+            "Tensor::from_vector: {} values do not fill shape {}", values.size(), shape_str(shape));
   Tensor t = empty(shape, dtype_of<T>());
   std::copy(values.begin(), values.end(), t.data<T>());
   return t;
 }
 template Tensor Tensor::from_vector<float>(const std::vector<float>&, const Shape&);
 template Tensor Tensor::from_vector<double>(const std::vector<double>&, const Shape&);
-template Tensor Tensor::from_vector<std::int64_t>(const std::vector<std::int64_t>&,
-                                                  const Shape&);
+template Tensor Tensor::from_vector<std::int64_t>(const std::vector<std::int64_t>&, const Shape&);
 
 Tensor Tensor::from_doubles(const std::vector<double>& values, const Shape& shape, DType dtype) {
   return from_vector(values, shape).to(dtype);
@@ -146,11 +151,12 @@ void* Tensor::raw_data() {
   return static_cast<char*>(impl().storage->data()) +
          impl().offset * static_cast<std::int64_t>(dtype_size(dtype()));
 }
-const void* Tensor::raw_data() const { return const_cast<Tensor*>(this)->raw_data(); }
+const void* Tensor::raw_data() const {
+  return const_cast<Tensor*>(this)->raw_data();
+}
 
 double Tensor::item() const {
-  MCD_CHECK(numel() == 1, "Tensor::item: expected one element, got shape {}",
-            shape_str(shape()));
+  MCD_CHECK(numel() == 1, "Tensor::item: expected one element, got shape {}", shape_str(shape()));
   return to_doubles()[0];
 }
 
@@ -168,8 +174,7 @@ void Tensor::set_grad(const Tensor& g) {
   }
   MCD_CHECK(g.shape() == shape() && g.dtype() == dtype(),
             "Tensor::set_grad: gradient of shape {} ({}) for a tensor of shape {} ({})",
-            shape_str(g.shape()), dtype_name(g.dtype()), shape_str(shape()),
-            dtype_name(dtype()));
+            shape_str(g.shape()), dtype_name(g.dtype()), shape_str(shape()), dtype_name(dtype()));
   impl().grad = g.impl_ptr();
 }
 
@@ -189,15 +194,14 @@ void Tensor::set_tangent(const Tensor& t) {
   }
   MCD_CHECK(t.shape() == shape() && t.dtype() == dtype(),
             "Tensor::set_tangent: tangent of shape {} ({}) for a primal of shape {} ({})",
-            shape_str(t.shape()), dtype_name(t.dtype()), shape_str(shape()),
-            dtype_name(dtype()));
+            shape_str(t.shape()), dtype_name(t.dtype()), shape_str(shape()), dtype_name(dtype()));
   // A tangent never carries a tangent or history of its own.
   impl().tangent = t.detach().impl_ptr();
 }
 
 void Tensor::backward(const Tensor& grad_output) const {
-  mcd::backward({*this}, grad_output.defined() ? std::vector<Tensor>{grad_output}
-                                               : std::vector<Tensor>{});
+  mcd::backward({*this},
+                grad_output.defined() ? std::vector<Tensor>{grad_output} : std::vector<Tensor>{});
 }
 
 // ---- in-place
@@ -223,7 +227,8 @@ Tensor& Tensor::fill_(double value) {
     } else {
       auto g = kc::make_geometry(shape(), {strides()});
       kc::for_each_run(g, [&](const auto& off, std::int64_t n, const auto& st) {
-        for (std::int64_t i = 0; i < n; ++i) p[off[0] + i * st[0]] = v;
+        for (std::int64_t i = 0; i < n; ++i)
+          p[off[0] + i * st[0]] = v;
       });
     }
   });
@@ -267,7 +272,9 @@ std::string Tensor::str() const {
   return s + ")";
 }
 
-std::ostream& operator<<(std::ostream& os, const Tensor& t) { return os << t.str(); }
+std::ostream& operator<<(std::ostream& os, const Tensor& t) {
+  return os << t.str();
+}
 
 void check_defined(const char* op, const Tensor& t) {
   MCD_CHECK(t.defined(), "{}: an input tensor is undefined", op);
@@ -276,8 +283,8 @@ void check_defined(const char* op, const Tensor& t) {
 void check_same_dtype(const char* op, const Tensor& a, const Tensor& b) {
   check_defined(op, a);
   check_defined(op, b);
-  MCD_CHECK(a.dtype() == b.dtype(), "{}: dtype mismatch, {} with shape {} vs {} with shape {}",
-            op, dtype_name(a.dtype()), shape_str(a.shape()), dtype_name(b.dtype()),
+  MCD_CHECK(a.dtype() == b.dtype(), "{}: dtype mismatch, {} with shape {} vs {} with shape {}", op,
+            dtype_name(a.dtype()), shape_str(a.shape()), dtype_name(b.dtype()),
             shape_str(b.shape()));
 }
 

@@ -70,7 +70,8 @@ namespace {
 std::vector<std::int64_t> inverse_permutation(const std::vector<std::int64_t>& dims,
                                               std::int64_t rank) {
   std::vector<std::int64_t> inv(rank);
-  for (std::int64_t i = 0; i < rank; ++i) inv[normalize_dim(dims[i], rank, "permute")] = i;
+  for (std::int64_t i = 0; i < rank; ++i)
+    inv[normalize_dim(dims[i], rank, "permute")] = i;
   return inv;
 }
 }  // namespace
@@ -101,9 +102,8 @@ Tensor Tensor::reshape(const Shape& requested) const {
   const Tensor base = detail::contiguous_data(*this);
   Tensor out = detail::make_view(base, shape, contiguous_strides(shape), base.offset());
   const Shape in_shape = this->shape();
-  record(out, "reshape", {*this}, [in_shape](const Tensor& g) {
-    return std::vector<Tensor>{g.reshape(in_shape)};
-  });
+  record(out, "reshape", {*this},
+         [in_shape](const Tensor& g) { return std::vector<Tensor>{g.reshape(in_shape)}; });
   propagate_tangent(out, {*this}, [&] { return tangent_or_zeros(*this).reshape(shape); });
   return out;
 }
@@ -120,7 +120,8 @@ Tensor Tensor::permute(const std::vector<std::int64_t>& dims) const {
 Tensor Tensor::transpose(std::int64_t d0, std::int64_t d1) const {
   std::vector<std::int64_t> dims(dim());
   std::iota(dims.begin(), dims.end(), 0);
-  std::swap(dims[normalize_dim(d0, dim(), "transpose")], dims[normalize_dim(d1, dim(), "transpose")]);
+  std::swap(dims[normalize_dim(d0, dim(), "transpose")],
+            dims[normalize_dim(d1, dim(), "transpose")]);
   return permute(dims);
 }
 
@@ -180,7 +181,8 @@ Tensor Tensor::flatten(std::int64_t start_dim, std::int64_t end_dim) const {
   MCD_CHECK(start_dim <= end_dim, "flatten: start_dim {} after end_dim {}", start_dim, end_dim);
   Shape sh(shape().begin(), shape().begin() + start_dim);
   std::int64_t merged = 1;
-  for (std::int64_t i = start_dim; i <= end_dim; ++i) merged *= shape()[i];
+  for (std::int64_t i = start_dim; i <= end_dim; ++i)
+    merged *= shape()[i];
   sh.push_back(merged);
   sh.insert(sh.end(), shape().begin() + end_dim + 1, shape().end());
   return reshape(sh);
@@ -205,7 +207,8 @@ Tensor Tensor::to(DType target) const {
   out.copy_(*this);
   if (is_floating(target) && is_floating(dtype())) {
     const DType source = dtype();
-    record(out, "to", {*this}, [source](const Tensor& g) { return std::vector<Tensor>{g.to(source)}; });
+    record(out, "to", {*this},
+           [source](const Tensor& g) { return std::vector<Tensor>{g.to(source)}; });
     propagate_tangent(out, {*this}, [&] { return tangent_or_zeros(*this).to(target); });
   }
   return out;

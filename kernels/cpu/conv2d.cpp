@@ -1,7 +1,7 @@
 // 2-D convolution on CPU. Grouped convolutions use im2col + GEMM per image (1x1 stride-1
 // unpadded convolutions multiply the image directly); depthwise ones (one input channel per
-// group) use direct loops. Outputs are overwritten, and the weight gradient sums the batch in
-// a fixed number of chunks chosen from the shapes alone, so results never depend on threads.
+// group) use direct loops. Outputs are overwritten. The weight gradient sums the batch in a
+// fixed number of chunks chosen from the shapes alone, never from the thread count.
 #include <mcd/kernels/cpu/conv2d.h>
 
 #include <algorithm>
@@ -21,7 +21,8 @@ constexpr std::int64_t kMaxPartialElements = std::int64_t{1} << 24;
 
 template <class T>
 std::unique_ptr<T[]> scratch(std::int64_t n) {
-  return std::make_unique_for_overwrite<T[]>(static_cast<std::size_t>(std::max<std::int64_t>(n, 1)));
+  return std::make_unique_for_overwrite<T[]>(
+      static_cast<std::size_t>(std::max<std::int64_t>(n, 1)));
 }
 
 // Output columns [lo, hi) whose input column ow * stride - pad + tap lies inside [0, in).
@@ -29,38 +30,97 @@ struct OutputRange {
   std::int64_t lo = 0, hi = 0;
 };
 
-std::int64_t ceil_div_positive(std::int64_t a, std::int64_t b) { return a <= 0 ? 0 : (a + b - 1) / b; }
+std::int64_t ceil_div_positive(std::int64_t a, std::int64_t b) {
+  return a <= 0 ? 0 : (a + b - 1) / b;
+}
 
 std::vector<OutputRange> column_ranges(const Conv2dGeometry& g) {
   std::vector<OutputRange> r(static_cast<std::size_t>(g.kernel_w));
   for (std::int64_t j = 0; j < g.kernel_w; ++j) {
     const std::int64_t lo = std::min(ceil_div_positive(g.pad_w - j, g.stride_w), g.out_w);
-    const std::int64_t hi =
-        std::min(ceil_div_positive(g.in_w + g.pad_w - j, g.stride_w), g.out_w);
+    const std::int64_t hi = std::min(ceil_div_positive(g.in_w + g.pad_w - j, g.stride_w), g.out_w);
     r[static_cast<std::size_t>(j)] = {lo, std::max(lo, hi)};
   }
   return r;
 }
 
 bool is_pointwise(const Conv2dGeometry& g) {
-  return g.kernel_h == 1 && g.kernel_w == 1 && g.stride_h == 1 && g.stride_w == 1 &&
-         g.pad_h == 0 && g.pad_w == 0;
+  return g.kernel_h == 1 && g.kernel_w == 1 && g.stride_h == 1 && g.stride_w == 1 && g.pad_h == 0 &&
+         g.pad_w == 0;
 }
 
-bool is_depthwise(const Conv2dGeometry& g) { return g.in_per_group() == 1; }
+bool is_depthwise(const Conv2dGeometry& g) {
+  return g.in_per_group() == 1;
+}
 
 // ---- im2col / col2im over all channels of one image: col is (C_in * kh * kw, out_h * out_w),
 // rows ordered (channel, kernel row, kernel column), so group gi owns rows
 // [gi * patch_size, (gi + 1) * patch_size).
 
+// Stride 1 with out_w == in_w (e.g. 3x3, pad 1): the col row of tap (i, j) is the input
+// plane shifted by (i - pad_h) rows and (j - pad_w) columns, so it is one contiguous copy;
+// only the |j - pad_w| columns per row that wrap into a neighbouring row read padding.
+bool is_shifted_copy(const Conv2dGeometry& g) {
+  return g.stride_h == 1 && g.stride_w == 1 && g.out_w == g.in_w;
+}
+
+// Output rows [lo, hi) of tap row i that read a real input row, and the run of elements
+// [k0, k1) of those rows that is a plain shifted copy.
+struct ShiftedRun {
+  std::int64_t row_lo, row_hi, dw, k0, k1;
+};
+
+ShiftedRun shifted_run(const Conv2dGeometry& g, std::int64_t i, std::int64_t j) {
+  const std::int64_t dh = i - g.pad_h, dw = j - g.pad_w;
+  const std::int64_t lo = std::clamp<std::int64_t>(-dh, 0, g.out_h);
+  const std::int64_t hi = std::clamp<std::int64_t>(g.in_h - dh, lo, g.out_h);
+  const std::int64_t count = (hi - lo) * g.in_w;
+  const std::int64_t k0 = std::min(std::max<std::int64_t>(0, -dw), count);
+  const std::int64_t k1 = std::max(count - std::max<std::int64_t>(0, dw), k0);
+  return {lo, hi, dw, k0, k1};
+}
+
+// Sets the wrapped columns of the valid rows of a shifted col row to zero.
+template <class T>
+void zero_wrapped_columns(const Conv2dGeometry& g, const ShiftedRun& s, T* valid_rows) {
+  if (s.dw == 0) return;
+  const std::int64_t W = g.in_w, n = std::min(s.dw < 0 ? -s.dw : s.dw, W);
+  for (std::int64_t r = 0; r < s.row_hi - s.row_lo; ++r) {
+    T* row = valid_rows + r * W;
+    if (s.dw < 0)
+      std::fill(row, row + n, T(0));
+    else
+      std::fill(row + W - n, row + W, T(0));
+  }
+}
+
 template <class T>
 void im2col(const Conv2dGeometry& g, const OutputRange* cols, const T* x, T* col) {
   const std::int64_t S = g.out_spatial(), plane = g.in_h * g.in_w;
+  const bool shifted = is_shifted_copy(g);
   for (std::int64_t c = 0; c < g.in_channels; ++c) {
     const T* xp = x + c * plane;
     for (std::int64_t i = 0; i < g.kernel_h; ++i)
       for (std::int64_t j = 0; j < g.kernel_w; ++j) {
         T* row = col + ((c * g.kernel_h + i) * g.kernel_w + j) * S;
+        if (shifted) {
+          const ShiftedRun s = shifted_run(g, i, j);
+          const std::int64_t W = g.in_w;
+          std::fill(row, row + s.row_lo * W, T(0));
+          std::fill(row + s.row_hi * W, row + S, T(0));
+          if (s.k1 > s.k0) {
+            // dst[k] = src[k + dw]: src starts at the first input row read
+            T* dst = row + s.row_lo * W;
+            const T* src = xp + (s.row_lo + i - g.pad_h) * W;
+            std::copy(src + s.k0 + s.dw, src + s.k1 + s.dw, dst + s.k0);
+            zero_wrapped_columns(g, s, dst);
+          } else {
+            // Planes narrower than the shift (e.g. 1x1 with a 3x3 kernel): every valid-row
+            // element reads padding.
+            std::fill(row + s.row_lo * W, row + s.row_hi * W, T(0));
+          }
+          continue;
+        }
         const auto [lo, hi] = cols[j];
         const std::int64_t off = j - g.pad_w;
         for (std::int64_t oh = 0; oh < g.out_h; ++oh) {
@@ -73,9 +133,11 @@ void im2col(const Conv2dGeometry& g, const OutputRange* cols, const T* x, T* col
           const T* src = xp + ih * g.in_w;
           std::fill(r, r + lo, T(0));
           if (g.stride_w == 1) {
-            for (std::int64_t ow = lo; ow < hi; ++ow) r[ow] = src[ow + off];
+            for (std::int64_t ow = lo; ow < hi; ++ow)
+              r[ow] = src[ow + off];
           } else {
-            for (std::int64_t ow = lo; ow < hi; ++ow) r[ow] = src[ow * g.stride_w + off];
+            for (std::int64_t ow = lo; ow < hi; ++ow)
+              r[ow] = src[ow * g.stride_w + off];
           }
           std::fill(r + hi, r + g.out_w, T(0));
         }
@@ -84,15 +146,30 @@ void im2col(const Conv2dGeometry& g, const OutputRange* cols, const T* x, T* col
 }
 
 // dx (C_in, H, W) = the sum of every col entry back into the input element it was read from.
+// col is scratch: entries that read padding may be overwritten.
 template <class T>
-void col2im(const Conv2dGeometry& g, const OutputRange* cols, const T* col, T* dx) {
+void col2im(const Conv2dGeometry& g, const OutputRange* cols, T* col, T* dx) {
   const std::int64_t S = g.out_spatial(), plane = g.in_h * g.in_w;
+  const bool shifted = is_shifted_copy(g);
   std::fill(dx, dx + g.in_channels * plane, T(0));
   for (std::int64_t c = 0; c < g.in_channels; ++c) {
     T* dxp = dx + c * plane;
     for (std::int64_t i = 0; i < g.kernel_h; ++i)
       for (std::int64_t j = 0; j < g.kernel_w; ++j) {
-        const T* row = col + ((c * g.kernel_h + i) * g.kernel_w + j) * S;
+        T* row = col + ((c * g.kernel_h + i) * g.kernel_w + j) * S;
+        if (shifted) {
+          const ShiftedRun s = shifted_run(g, i, j);
+          if (s.k1 > s.k0) {
+            T* src = row + s.row_lo * g.in_w;
+            // Wrapped columns belong to padding: drop them, then add the run in one pass.
+            zero_wrapped_columns(g, s, src);
+            T* dst = dxp + (s.row_lo + i - g.pad_h) * g.in_w;
+            const std::int64_t dw = s.dw;
+            for (std::int64_t k = s.k0; k < s.k1; ++k)
+              dst[k + dw] += src[k];
+          }
+          continue;
+        }
         const auto [lo, hi] = cols[j];
         const std::int64_t off = j - g.pad_w;
         for (std::int64_t oh = 0; oh < g.out_h; ++oh) {
@@ -101,9 +178,11 @@ void col2im(const Conv2dGeometry& g, const OutputRange* cols, const T* col, T* d
           const T* r = row + oh * g.out_w;
           T* dst = dxp + ih * g.in_w;
           if (g.stride_w == 1) {
-            for (std::int64_t ow = lo; ow < hi; ++ow) dst[ow + off] += r[ow];
+            for (std::int64_t ow = lo; ow < hi; ++ow)
+              dst[ow + off] += r[ow];
           } else {
-            for (std::int64_t ow = lo; ow < hi; ++ow) dst[ow * g.stride_w + off] += r[ow];
+            for (std::int64_t ow = lo; ow < hi; ++ow)
+              dst[ow * g.stride_w + off] += r[ow];
           }
         }
       }
@@ -158,8 +237,8 @@ void backward_input_gemm(const Conv2dGeometry& g, const T* dy, const T* w, T* dx
       // dcol_g (K, S) = W_g^T (K, cog) * dy_g (cog, S); pointwise: dcol is dx itself.
       T* dcol = pointwise ? dxn : col.get();
       for (std::int64_t gi = 0; gi < g.groups; ++gi)
-        gemm_cpu<T>(true, false, K, S, cog, T(1), w + gi * cog * K, K, dyn + gi * cog * S, S,
-                    T(0), dcol + gi * K * S, S);
+        gemm_cpu<T>(true, false, K, S, cog, T(1), w + gi * cog * K, K, dyn + gi * cog * S, S, T(0),
+                    dcol + gi * K * S, S);
       if (!pointwise) col2im(g, ranges.data(), dcol, dxn);
     }
   }
@@ -168,7 +247,8 @@ void backward_input_gemm(const Conv2dGeometry& g, const T* dy, const T* w, T* dx
 // Chunks of the batch whose weight gradients are summed separately, then added in order.
 std::int64_t weight_chunks(const Conv2dGeometry& g, std::int64_t weight_numel) {
   std::int64_t chunks = std::min(g.batch, kMaxWeightChunks);
-  while (chunks > 1 && chunks * weight_numel > kMaxPartialElements) --chunks;
+  while (chunks > 1 && chunks * weight_numel > kMaxPartialElements)
+    --chunks;
   return chunks;
 }
 
@@ -180,13 +260,18 @@ void backward_weight_gemm(const Conv2dGeometry& g, const T* x, const T* dy, T* d
   const bool pointwise = is_pointwise(g);
   const auto ranges = column_ranges(g);
   const std::int64_t chunks = weight_chunks(g, wsize);
-  auto partial = scratch<T>(chunks > 1 ? chunks * wsize : 0);
+  // When the positions outnumber the patch entries, Eigen runs the long reduction faster as
+  // dw_g^T (K, cog) = col_g (K, S) * dy_g^T (S, cog) (measured 1.3-1.5x at S = 1024), so
+  // partial sums are kept transposed and the final reduction transposes them back.
+  const bool transposed = S > K;
+  const bool in_place = chunks == 1 && !transposed;
+  auto partial = scratch<T>(in_place ? 0 : chunks * wsize);
 #pragma omp parallel if (chunks > 1)
   {
     auto col = scratch<T>(pointwise ? 0 : g.groups * K * S);
 #pragma omp for schedule(static)
     for (std::int64_t ch = 0; ch < chunks; ++ch) {
-      T* part = chunks > 1 ? partial.get() + ch * wsize : dw;
+      T* part = in_place ? dw : partial.get() + ch * wsize;
       const std::int64_t n0 = ch * g.batch / chunks, n1 = (ch + 1) * g.batch / chunks;
       for (std::int64_t n = n0; n < n1; ++n) {
         const T* xn = x + n * in_image;
@@ -195,18 +280,32 @@ void backward_weight_gemm(const Conv2dGeometry& g, const T* x, const T* dy, T* d
           im2col(g, ranges.data(), xn, col.get());
           cols = col.get();
         }
-        // dw_g (cog, K) += dy_g (cog, S) * col_g^T (S, K)
-        for (std::int64_t gi = 0; gi < g.groups; ++gi)
-          gemm_cpu<T>(false, true, cog, K, S, T(1), dy + n * out_image + gi * cog * S, S,
-                      cols + gi * K * S, S, n == n0 ? T(0) : T(1), part + gi * cog * K, K);
+        const T beta = n == n0 ? T(0) : T(1);
+        for (std::int64_t gi = 0; gi < g.groups; ++gi) {
+          const T* dy_g = dy + n * out_image + gi * cog * S;
+          const T* col_g = cols + gi * K * S;
+          if (transposed)  // dw_g^T (K, cog) += col_g (K, S) * dy_g^T (S, cog)
+            gemm_cpu<T>(false, true, K, cog, S, T(1), col_g, S, dy_g, S, beta, part + gi * K * cog,
+                        cog);
+          else  // dw_g (cog, K) += dy_g (cog, S) * col_g^T (S, K)
+            gemm_cpu<T>(false, true, cog, K, S, T(1), dy_g, S, col_g, S, beta, part + gi * cog * K,
+                        K);
+        }
       }
     }
   }
-  if (chunks <= 1) return;
+  if (in_place) return;
+    // Chunks are added in index order; e indexes dw as (group, out channel, patch entry).
 #pragma omp parallel for if (chunks * wsize > kParallelGrain) schedule(static)
   for (std::int64_t e = 0; e < wsize; ++e) {
-    T s = partial[e];
-    for (std::int64_t ch = 1; ch < chunks; ++ch) s += partial[ch * wsize + e];
+    std::int64_t src = e;
+    if (transposed) {
+      const std::int64_t co = e / K, k = e % K;
+      src = (co / cog) * K * cog + k * cog + co % cog;
+    }
+    T s = partial[src];
+    for (std::int64_t ch = 1; ch < chunks; ++ch)
+      s += partial[ch * wsize + src];
     dw[e] = s;
   }
 }
@@ -237,9 +336,11 @@ void forward_depthwise(const Conv2dGeometry& g, const T* x, const T* w, const T*
           const auto [lo, hi] = ranges[static_cast<std::size_t>(j)];
           const std::int64_t off = j - g.pad_w;
           if (g.stride_w == 1) {
-            for (std::int64_t ow = lo; ow < hi; ++ow) yr[ow] += wv * xr[ow + off];
+            for (std::int64_t ow = lo; ow < hi; ++ow)
+              yr[ow] += wv * xr[ow + off];
           } else {
-            for (std::int64_t ow = lo; ow < hi; ++ow) yr[ow] += wv * xr[ow * g.stride_w + off];
+            for (std::int64_t ow = lo; ow < hi; ++ow)
+              yr[ow] += wv * xr[ow * g.stride_w + off];
           }
         }
       }
@@ -273,9 +374,11 @@ void backward_input_depthwise(const Conv2dGeometry& g, const T* dy, const T* w, 
             const auto [lo, hi] = ranges[static_cast<std::size_t>(j)];
             const std::int64_t off = j - g.pad_w;
             if (g.stride_w == 1) {
-              for (std::int64_t ow = lo; ow < hi; ++ow) dxr[ow + off] += wv * dyr[ow];
+              for (std::int64_t ow = lo; ow < hi; ++ow)
+                dxr[ow + off] += wv * dyr[ow];
             } else {
-              for (std::int64_t ow = lo; ow < hi; ++ow) dxr[ow * g.stride_w + off] += wv * dyr[ow];
+              for (std::int64_t ow = lo; ow < hi; ++ow)
+                dxr[ow * g.stride_w + off] += wv * dyr[ow];
             }
           }
         }
@@ -287,18 +390,18 @@ void backward_input_depthwise(const Conv2dGeometry& g, const T* dy, const T* w, 
 template <class T>
 void backward_weight_depthwise(const Conv2dGeometry& g, const T* x, const T* dy, T* dw) {
   const std::int64_t S = g.out_spatial(), plane = g.in_h * g.in_w, taps = g.kernel_h * g.kernel_w;
-  const std::int64_t mult = g.out_per_group();
+  const std::int64_t mult = g.out_per_group(), W = g.out_w;
   const auto ranges = column_ranges(g);
-  // One output channel per iteration; each tap's sum runs over the batch in order.
-#pragma omp parallel for if (g.batch * g.out_channels * S * taps > kParallelGrain) \
-    schedule(static)
+  // One output channel per iteration. Each tap keeps one partial sum per output column
+  // (elementwise updates vectorise; a horizontal sum per row would not), summed at the end.
+#pragma omp parallel for if (g.batch * g.out_channels * S * taps > kParallelGrain) schedule(static)
   for (std::int64_t co = 0; co < g.out_channels; ++co) {
-    std::vector<double> acc(static_cast<std::size_t>(taps), 0.0);
+    std::vector<T> acc(static_cast<std::size_t>(taps * W), T(0));
     for (std::int64_t n = 0; n < g.batch; ++n) {
       const T* xp = x + (n * g.in_channels + co / mult) * plane;
       const T* dyp = dy + (n * g.out_channels + co) * S;
       for (std::int64_t oh = 0; oh < g.out_h; ++oh) {
-        const T* dyr = dyp + oh * g.out_w;
+        const T* dyr = dyp + oh * W;
         for (std::int64_t i = 0; i < g.kernel_h; ++i) {
           const std::int64_t ih = oh * g.stride_h - g.pad_h + i;
           if (ih < 0 || ih >= g.in_h) continue;
@@ -306,16 +409,24 @@ void backward_weight_depthwise(const Conv2dGeometry& g, const T* x, const T* dy,
           for (std::int64_t j = 0; j < g.kernel_w; ++j) {
             const auto [lo, hi] = ranges[static_cast<std::size_t>(j)];
             const std::int64_t off = j - g.pad_w, sw = g.stride_w;
-            T s = 0;
-#pragma omp simd reduction(+ : s)
-            for (std::int64_t ow = lo; ow < hi; ++ow) s += dyr[ow] * xr[ow * sw + off];
-            acc[static_cast<std::size_t>(i * g.kernel_w + j)] += s;
+            T* a = acc.data() + (i * g.kernel_w + j) * W;
+            if (sw == 1) {
+              for (std::int64_t ow = lo; ow < hi; ++ow)
+                a[ow] += dyr[ow] * xr[ow + off];
+            } else {
+              for (std::int64_t ow = lo; ow < hi; ++ow)
+                a[ow] += dyr[ow] * xr[ow * sw + off];
+            }
           }
         }
       }
     }
-    for (std::int64_t t = 0; t < taps; ++t)
-      dw[co * taps + t] = static_cast<T>(acc[static_cast<std::size_t>(t)]);
+    for (std::int64_t t = 0; t < taps; ++t) {
+      double s = 0;
+      for (std::int64_t ow = 0; ow < W; ++ow)
+        s += acc[static_cast<std::size_t>(t * W + ow)];
+      dw[co * taps + t] = static_cast<T>(s);
+    }
   }
 }
 
@@ -355,18 +466,18 @@ void conv2d_backward_bias_cpu(const Conv2dGeometry& g, const T* dy, T* db) {
       const T* p = dy + (n * g.out_channels + c) * S;
       T s = 0;
 #pragma omp simd reduction(+ : s)
-      for (std::int64_t k = 0; k < S; ++k) s += p[k];
+      for (std::int64_t k = 0; k < S; ++k)
+        s += p[k];
       acc += s;
     }
     db[c] = static_cast<T>(acc);
   }
 }
 
-#define MCD_INSTANTIATE_CONV2D(T)                                                          \
-  template void conv2d_forward_cpu<T>(const Conv2dGeometry&, const T*, const T*, const T*, \
-                                      T*);                                                 \
-  template void conv2d_backward_input_cpu<T>(const Conv2dGeometry&, const T*, const T*, T*); \
-  template void conv2d_backward_weight_cpu<T>(const Conv2dGeometry&, const T*, const T*, T*); \
+#define MCD_INSTANTIATE_CONV2D(T)                                                               \
+  template void conv2d_forward_cpu<T>(const Conv2dGeometry&, const T*, const T*, const T*, T*); \
+  template void conv2d_backward_input_cpu<T>(const Conv2dGeometry&, const T*, const T*, T*);    \
+  template void conv2d_backward_weight_cpu<T>(const Conv2dGeometry&, const T*, const T*, T*);   \
   template void conv2d_backward_bias_cpu<T>(const Conv2dGeometry&, const T*, T*);
 MCD_INSTANTIATE_CONV2D(float)
 MCD_INSTANTIATE_CONV2D(double)

@@ -18,7 +18,8 @@ inline T softplus_value(T x) {
 template <class T, class F>
 void map_unary(std::int64_t n, const T* x, T* out, F f) {
 #pragma omp parallel for if (n > kParallelGrain) schedule(static)
-  for (std::int64_t i = 0; i < n; ++i) out[i] = f(x[i]);
+  for (std::int64_t i = 0; i < n; ++i)
+    out[i] = f(x[i]);
 }
 
 template <class T, class F>
@@ -30,18 +31,21 @@ void map_binary(const StridedGeometry& g, T* out, const T* a, const T* b, F f) {
                        sb = g.strides[2][0];
     if (so == 1 && sa == 1 && sb == 1) {
 #pragma omp parallel for if (n > kParallelGrain) schedule(static)
-      for (std::int64_t i = 0; i < n; ++i) out[i] = f(a[i], b[i]);
+      for (std::int64_t i = 0; i < n; ++i)
+        out[i] = f(a[i], b[i]);
       return;
     }
 #pragma omp parallel for if (n > kParallelGrain) schedule(static)
-    for (std::int64_t i = 0; i < n; ++i) out[i * so] = f(a[i * sa], b[i * sb]);
+    for (std::int64_t i = 0; i < n; ++i)
+      out[i * so] = f(a[i * sa], b[i * sb]);
     return;
   }
   // General path: parallelise over the outermost dimension.
   const std::int64_t outer = g.shape[0];
   StridedGeometry inner_g = g;
   inner_g.shape.erase(inner_g.shape.begin());
-  for (int k = 0; k < 3; ++k) inner_g.strides[k].erase(inner_g.strides[k].begin());
+  for (int k = 0; k < 3; ++k)
+    inner_g.strides[k].erase(inner_g.strides[k].begin());
 #pragma omp parallel for if (g.numel() > kParallelGrain) schedule(static)
   for (std::int64_t o = 0; o < outer; ++o) {
     T* po = out + o * g.strides[0][0];
@@ -52,12 +56,15 @@ void map_binary(const StridedGeometry& g, T* out, const T* a, const T* b, F f) {
       const T* ra = pa + off[1];
       const T* rb = pb + off[2];
       if (st[0] == 1 && st[1] == 1 && st[2] == 1) {
-        for (std::int64_t i = 0; i < n; ++i) ro[i] = f(ra[i], rb[i]);
+        for (std::int64_t i = 0; i < n; ++i)
+          ro[i] = f(ra[i], rb[i]);
       } else if (st[0] == 1 && st[1] == 1 && st[2] == 0) {
         const T bv = rb[0];
-        for (std::int64_t i = 0; i < n; ++i) ro[i] = f(ra[i], bv);
+        for (std::int64_t i = 0; i < n; ++i)
+          ro[i] = f(ra[i], bv);
       } else {
-        for (std::int64_t i = 0; i < n; ++i) ro[i * st[0]] = f(ra[i * st[1]], rb[i * st[2]]);
+        for (std::int64_t i = 0; i < n; ++i)
+          ro[i * st[0]] = f(ra[i * st[1]], rb[i * st[2]]);
       }
     });
   }
@@ -69,11 +76,16 @@ template <class T>
 void unary_cpu(UnaryOp op, std::int64_t n, const T* x, T* out, double scalar) {
   const T s = static_cast<T>(scalar);
   switch (op) {
-    case UnaryOp::Neg: return map_unary(n, x, out, [](T v) { return -v; });
-    case UnaryOp::Exp: return map_unary(n, x, out, [](T v) { return std::exp(v); });
-    case UnaryOp::Log: return map_unary(n, x, out, [](T v) { return std::log(v); });
-    case UnaryOp::Sqrt: return map_unary(n, x, out, [](T v) { return std::sqrt(v); });
-    case UnaryOp::Relu: return map_unary(n, x, out, [](T v) { return v > T(0) ? v : T(0); });
+    case UnaryOp::Neg:
+      return map_unary(n, x, out, [](T v) { return -v; });
+    case UnaryOp::Exp:
+      return map_unary(n, x, out, [](T v) { return std::exp(v); });
+    case UnaryOp::Log:
+      return map_unary(n, x, out, [](T v) { return std::log(v); });
+    case UnaryOp::Sqrt:
+      return map_unary(n, x, out, [](T v) { return std::sqrt(v); });
+    case UnaryOp::Relu:
+      return map_unary(n, x, out, [](T v) { return v > T(0) ? v : T(0); });
     case UnaryOp::Sigmoid:
       return map_unary(n, x, out, [](T v) {
         // Two branches so that exp never overflows.
@@ -81,23 +93,31 @@ void unary_cpu(UnaryOp op, std::int64_t n, const T* x, T* out, double scalar) {
         const T e = std::exp(v);
         return e / (T(1) + e);
       });
-    case UnaryOp::Softplus: return map_unary(n, x, out, [](T v) { return softplus_value(v); });
+    case UnaryOp::Softplus:
+      return map_unary(n, x, out, [](T v) { return softplus_value(v); });
     case UnaryOp::Pow:
       if (scalar == 2.0) return map_unary(n, x, out, [](T v) { return v * v; });
       return map_unary(n, x, out, [s](T v) { return std::pow(v, s); });
-    case UnaryOp::Scale: return map_unary(n, x, out, [s](T v) { return v * s; });
-    case UnaryOp::AddScalar: return map_unary(n, x, out, [s](T v) { return v + s; });
+    case UnaryOp::Scale:
+      return map_unary(n, x, out, [s](T v) { return v * s; });
+    case UnaryOp::AddScalar:
+      return map_unary(n, x, out, [s](T v) { return v + s; });
   }
 }
 
 template <class T>
 void binary_cpu(BinaryOp op, const StridedGeometry& g, T* out, const T* a, const T* b) {
   switch (op) {
-    case BinaryOp::Add: return map_binary(g, out, a, b, [](T u, T v) { return u + v; });
-    case BinaryOp::Sub: return map_binary(g, out, a, b, [](T u, T v) { return u - v; });
-    case BinaryOp::Mul: return map_binary(g, out, a, b, [](T u, T v) { return u * v; });
-    case BinaryOp::Div: return map_binary(g, out, a, b, [](T u, T v) { return u / v; });
-    case BinaryOp::Pow: return map_binary(g, out, a, b, [](T u, T v) { return std::pow(u, v); });
+    case BinaryOp::Add:
+      return map_binary(g, out, a, b, [](T u, T v) { return u + v; });
+    case BinaryOp::Sub:
+      return map_binary(g, out, a, b, [](T u, T v) { return u - v; });
+    case BinaryOp::Mul:
+      return map_binary(g, out, a, b, [](T u, T v) { return u * v; });
+    case BinaryOp::Div:
+      return map_binary(g, out, a, b, [](T u, T v) { return u / v; });
+    case BinaryOp::Pow:
+      return map_binary(g, out, a, b, [](T u, T v) { return std::pow(u, v); });
   }
 }
 
@@ -107,9 +127,11 @@ void copy_cpu(const StridedGeometry& g, To* out, const From* src) {
     To* o = out + off[0];
     const From* s = src + off[1];
     if (st[0] == 1 && st[1] == 1) {
-      for (std::int64_t i = 0; i < n; ++i) o[i] = static_cast<To>(s[i]);
+      for (std::int64_t i = 0; i < n; ++i)
+        o[i] = static_cast<To>(s[i]);
     } else {
-      for (std::int64_t i = 0; i < n; ++i) o[i * st[0]] = static_cast<To>(s[i * st[1]]);
+      for (std::int64_t i = 0; i < n; ++i)
+        o[i * st[0]] = static_cast<To>(s[i * st[1]]);
     }
   });
 }

@@ -31,15 +31,18 @@ const Variant kVariant = detect();
 
 const char* gemm_variant() {
   switch (kVariant) {
-    case Variant::Avx512: return "avx512";
-    case Variant::Avx2: return "avx2";
-    default: return "baseline";
+    case Variant::Avx512:
+      return "avx512";
+    case Variant::Avx2:
+      return "avx2";
+    default:
+      return "baseline";
   }
 }
 
 template <class T>
-void gemm_cpu(bool trans_a, bool trans_b, std::int64_t M, std::int64_t N, std::int64_t K,
-              T alpha, const T* A, std::int64_t lda, const T* B, std::int64_t ldb, T beta, T* C,
+void gemm_cpu(bool trans_a, bool trans_b, std::int64_t M, std::int64_t N, std::int64_t K, T alpha,
+              const T* A, std::int64_t lda, const T* B, std::int64_t ldb, T beta, T* C,
               std::int64_t ldc) {
   switch (kVariant) {
     case Variant::Avx512:
@@ -52,8 +55,8 @@ void gemm_cpu(bool trans_a, bool trans_b, std::int64_t M, std::int64_t N, std::i
 }
 
 template void gemm_cpu<float>(bool, bool, std::int64_t, std::int64_t, std::int64_t, float,
-                              const float*, std::int64_t, const float*, std::int64_t, float,
-                              float*, std::int64_t);
+                              const float*, std::int64_t, const float*, std::int64_t, float, float*,
+                              std::int64_t);
 template void gemm_cpu<double>(bool, bool, std::int64_t, std::int64_t, std::int64_t, double,
                                const double*, std::int64_t, const double*, std::int64_t, double,
                                double*, std::int64_t);

@@ -27,15 +27,18 @@ void gemm(bool trans_a, bool trans_b, std::int64_t M, std::int64_t N, std::int64
   // A stored as (M, K) or, when transposed, as (K, M); likewise B.
   ConstMap a(A, trans_a ? K : M, trans_a ? M : K, Stride(lda));
   ConstMap b(B, trans_b ? N : K, trans_b ? K : N, Stride(ldb));
-  if (!trans_a && !trans_b) c.noalias() += alpha * a * b;
-  else if (trans_a && !trans_b) c.noalias() += alpha * a.transpose() * b;
-  else if (!trans_a && trans_b) c.noalias() += alpha * a * b.transpose();
-  else c.noalias() += alpha * a.transpose() * b.transpose();
+  if (!trans_a && !trans_b)
+    c.noalias() += alpha * a * b;
+  else if (trans_a && !trans_b)
+    c.noalias() += alpha * a.transpose() * b;
+  else if (!trans_a && trans_b)
+    c.noalias() += alpha * a * b.transpose();
+  else
+    c.noalias() += alpha * a.transpose() * b.transpose();
 }
 
-template void gemm<float>(bool, bool, std::int64_t, std::int64_t, std::int64_t, float,
-                          const float*, std::int64_t, const float*, std::int64_t, float, float*,
-                          std::int64_t);
+template void gemm<float>(bool, bool, std::int64_t, std::int64_t, std::int64_t, float, const float*,
+                          std::int64_t, const float*, std::int64_t, float, float*, std::int64_t);
 template void gemm<double>(bool, bool, std::int64_t, std::int64_t, std::int64_t, double,
                            const double*, std::int64_t, const double*, std::int64_t, double,
                            double*, std::int64_t);

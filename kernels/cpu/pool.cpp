@@ -77,20 +77,21 @@ void max_pool2d_backward_cpu(const Pool2dGeometry& g, const T* dy, const std::in
     const T* dyp = dy + p * out_plane;
     const std::int64_t* ap = argmax + p * out_plane;
     std::fill(dxp, dxp + in_plane, T(0));
-    for (std::int64_t o = 0; o < out_plane; ++o) dxp[ap[o]] += dyp[o];
+    for (std::int64_t o = 0; o < out_plane; ++o)
+      dxp[ap[o]] += dyp[o];
   }
 }
 
 template <class T>
-void max_pool2d_gather_cpu(const Pool2dGeometry& g, const T* v, const std::int64_t* argmax,
-                           T* y) {
+void max_pool2d_gather_cpu(const Pool2dGeometry& g, const T* v, const std::int64_t* argmax, T* y) {
   const std::int64_t in_plane = g.in_h * g.in_w, out_plane = g.out_h * g.out_w;
 #pragma omp parallel for if (parallel_worth_it(g, 1)) schedule(static)
   for (std::int64_t p = 0; p < g.planes(); ++p) {
     const T* vp = v + p * in_plane;
     const std::int64_t* ap = argmax + p * out_plane;
     T* yp = y + p * out_plane;
-    for (std::int64_t o = 0; o < out_plane; ++o) yp[o] = vp[ap[o]];
+    for (std::int64_t o = 0; o < out_plane; ++o)
+      yp[o] = vp[ap[o]];
   }
 }
 
@@ -110,7 +111,8 @@ void avg_pool2d_forward_cpu(const Pool2dGeometry& g, const T* x, T* y) {
         const Window ww = window(ow, g.stride_w, g.pad_w, g.kernel_w, g.in_w);
         T s = 0;
         for (std::int64_t ih = wh.lo; ih < wh.hi; ++ih)
-          for (std::int64_t iw = ww.lo; iw < ww.hi; ++iw) s += xp[ih * g.in_w + iw];
+          for (std::int64_t iw = ww.lo; iw < ww.hi; ++iw)
+            s += xp[ih * g.in_w + iw];
         yp[oh * g.out_w + ow] = s * scale;
       }
     }
@@ -132,7 +134,8 @@ void avg_pool2d_backward_cpu(const Pool2dGeometry& g, const T* dy, T* dx) {
         const Window ww = window(ow, g.stride_w, g.pad_w, g.kernel_w, g.in_w);
         const T v = dyp[oh * g.out_w + ow] * scale;
         for (std::int64_t ih = wh.lo; ih < wh.hi; ++ih)
-          for (std::int64_t iw = ww.lo; iw < ww.hi; ++iw) dxp[ih * g.in_w + iw] += v;
+          for (std::int64_t iw = ww.lo; iw < ww.hi; ++iw)
+            dxp[ih * g.in_w + iw] += v;
       }
     }
   }
@@ -155,7 +158,8 @@ void adaptive_avg_pool2d_forward_cpu(const Pool2dGeometry& g, const T* x, T* y) 
         const Window ww = adaptive_bin(ow, g.in_w, g.out_w);
         T s = 0;
         for (std::int64_t ih = wh.lo; ih < wh.hi; ++ih)
-          for (std::int64_t iw = ww.lo; iw < ww.hi; ++iw) s += xp[ih * g.in_w + iw];
+          for (std::int64_t iw = ww.lo; iw < ww.hi; ++iw)
+            s += xp[ih * g.in_w + iw];
         yp[oh * g.out_w + ow] = s / static_cast<T>((wh.hi - wh.lo) * (ww.hi - ww.lo));
       }
     }
@@ -176,24 +180,24 @@ void adaptive_avg_pool2d_backward_cpu(const Pool2dGeometry& g, const T* dy, T* d
       const Window wh = adaptive_bin(oh, g.in_h, g.out_h);
       for (std::int64_t ow = 0; ow < g.out_w; ++ow) {
         const Window ww = adaptive_bin(ow, g.in_w, g.out_w);
-        const T v =
-            dyp[oh * g.out_w + ow] / static_cast<T>((wh.hi - wh.lo) * (ww.hi - ww.lo));
+        const T v = dyp[oh * g.out_w + ow] / static_cast<T>((wh.hi - wh.lo) * (ww.hi - ww.lo));
         for (std::int64_t ih = wh.lo; ih < wh.hi; ++ih)
-          for (std::int64_t iw = ww.lo; iw < ww.hi; ++iw) dxp[ih * g.in_w + iw] += v;
+          for (std::int64_t iw = ww.lo; iw < ww.hi; ++iw)
+            dxp[ih * g.in_w + iw] += v;
       }
     }
   }
 }
 
-#define MCD_INSTANTIATE_POOL(T)                                                               \
-  template void max_pool2d_forward_cpu<T>(const Pool2dGeometry&, const T*, T*, std::int64_t*); \
-  template void max_pool2d_backward_cpu<T>(const Pool2dGeometry&, const T*,                   \
-                                           const std::int64_t*, T*);                          \
-  template void max_pool2d_gather_cpu<T>(const Pool2dGeometry&, const T*, const std::int64_t*, \
-                                         T*);                                                 \
-  template void avg_pool2d_forward_cpu<T>(const Pool2dGeometry&, const T*, T*);               \
-  template void avg_pool2d_backward_cpu<T>(const Pool2dGeometry&, const T*, T*);              \
-  template void adaptive_avg_pool2d_forward_cpu<T>(const Pool2dGeometry&, const T*, T*);      \
+#define MCD_INSTANTIATE_POOL(T)                                                                  \
+  template void max_pool2d_forward_cpu<T>(const Pool2dGeometry&, const T*, T*, std::int64_t*);   \
+  template void max_pool2d_backward_cpu<T>(const Pool2dGeometry&, const T*, const std::int64_t*, \
+                                           T*);                                                  \
+  template void max_pool2d_gather_cpu<T>(const Pool2dGeometry&, const T*, const std::int64_t*,   \
+                                         T*);                                                    \
+  template void avg_pool2d_forward_cpu<T>(const Pool2dGeometry&, const T*, T*);                  \
+  template void avg_pool2d_backward_cpu<T>(const Pool2dGeometry&, const T*, T*);                 \
+  template void adaptive_avg_pool2d_forward_cpu<T>(const Pool2dGeometry&, const T*, T*);         \
   template void adaptive_avg_pool2d_backward_cpu<T>(const Pool2dGeometry&, const T*, T*);
 MCD_INSTANTIATE_POOL(float)
 MCD_INSTANTIATE_POOL(double)

@@ -7,14 +7,15 @@
 namespace mcd::kernels::cpu {
 
 template <class T>
-void sum_outer_inner_cpu(std::int64_t outer, std::int64_t reduced, std::int64_t inner,
-                         const T* in, T* out) {
+void sum_outer_inner_cpu(std::int64_t outer, std::int64_t reduced, std::int64_t inner, const T* in,
+                         T* out) {
   if (inner == 1) {
 #pragma omp parallel for if (outer * reduced > (1 << 15)) schedule(static)
     for (std::int64_t o = 0; o < outer; ++o) {
       const T* row = in + o * reduced;
       double acc = 0.0;
-      for (std::int64_t r = 0; r < reduced; ++r) acc += row[r];
+      for (std::int64_t r = 0; r < reduced; ++r)
+        acc += row[r];
       out[o] = static_cast<T>(acc);
     }
     return;
@@ -24,9 +25,11 @@ void sum_outer_inner_cpu(std::int64_t outer, std::int64_t reduced, std::int64_t 
     std::vector<double> acc(static_cast<std::size_t>(inner), 0.0);
     for (std::int64_t r = 0; r < reduced; ++r) {
       const T* row = in + (o * reduced + r) * inner;
-      for (std::int64_t i = 0; i < inner; ++i) acc[i] += row[i];
+      for (std::int64_t i = 0; i < inner; ++i)
+        acc[i] += row[i];
     }
-    for (std::int64_t i = 0; i < inner; ++i) out[o * inner + i] = static_cast<T>(acc[i]);
+    for (std::int64_t i = 0; i < inner; ++i)
+      out[o * inner + i] = static_cast<T>(acc[i]);
   }
 }
 
@@ -47,10 +50,10 @@ void argmax_outer_inner_cpu(std::int64_t outer, std::int64_t reduced, std::int64
 
 template void sum_outer_inner_cpu<float>(std::int64_t, std::int64_t, std::int64_t, const float*,
                                          float*);
-template void sum_outer_inner_cpu<double>(std::int64_t, std::int64_t, std::int64_t,
-                                          const double*, double*);
-template void argmax_outer_inner_cpu<float>(std::int64_t, std::int64_t, std::int64_t,
-                                            const float*, std::int64_t*);
+template void sum_outer_inner_cpu<double>(std::int64_t, std::int64_t, std::int64_t, const double*,
+                                          double*);
+template void argmax_outer_inner_cpu<float>(std::int64_t, std::int64_t, std::int64_t, const float*,
+                                            std::int64_t*);
 template void argmax_outer_inner_cpu<double>(std::int64_t, std::int64_t, std::int64_t,
                                              const double*, std::int64_t*);
 

@@ -5,7 +5,8 @@ namespace mcd::kernels::cpu {
 
 std::int64_t StridedGeometry::numel() const {
   std::int64_t n = 1;
-  for (auto d : shape) n *= d;
+  for (auto d : shape)
+    n *= d;
   return n;
 }
 
@@ -25,15 +26,18 @@ StridedGeometry make_geometry(const std::vector<std::int64_t>& shape,
     }();
     if (can_merge) {
       g.shape.back() *= shape[d];
-      for (int k = 0; k < g.operands; ++k) g.strides[k].back() = operand_strides[k][d];
+      for (int k = 0; k < g.operands; ++k)
+        g.strides[k].back() = operand_strides[k][d];
     } else {
       g.shape.push_back(shape[d]);
-      for (int k = 0; k < g.operands; ++k) g.strides[k].push_back(operand_strides[k][d]);
+      for (int k = 0; k < g.operands; ++k)
+        g.strides[k].push_back(operand_strides[k][d]);
     }
   }
   if (g.shape.empty()) {  // all ones (or rank 0): one element
     g.shape.push_back(1);
-    for (int k = 0; k < g.operands; ++k) g.strides[k].push_back(0);
+    for (int k = 0; k < g.operands; ++k)
+      g.strides[k].push_back(0);
   }
   return g;
 }

@@ -15,7 +15,8 @@ int main() {
   const mcd::Tensor x = mcd::Tensor::randn({2, 1, 28, 28}, gen);
   const mcd::Tensor loss = mcd::sum(mcd::mul((*model)(x), (*model)(x)));
   loss.backward();
-  const double g = mcd::sum(mcd::mul(model->parameters()[0].grad(), model->parameters()[0].grad())).item();
+  const double g =
+      mcd::sum(mcd::mul(model->parameters()[0].grad(), model->parameters()[0].grad())).item();
   std::printf("consumer: loss %.6f, |grad conv1|^2 %.6f\n", loss.item(), g);
   return std::isfinite(g) && g > 0 ? 0 : 1;
 }

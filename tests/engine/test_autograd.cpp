@@ -46,8 +46,8 @@ TEST_CASE("no-grad guard stops recording", "[autograd]") {
 TEST_CASE("jvp and DualScope propagate tangents", "[autograd]") {
   Tensor x = Tensor::from_vector<double>({0.5, -1}, {2});
   Tensor v = Tensor::from_vector<double>({1, 2}, {2});
-  auto r = jvp([](const std::vector<Tensor>& in) { return std::vector<Tensor>{exp(in[0])}; },
-               {x}, {v});
+  auto r =
+      jvp([](const std::vector<Tensor>& in) { return std::vector<Tensor>{exp(in[0])}; }, {x}, {v});
   CHECK(r.tangents[0].to_doubles()[1] == Approx(2 * std::exp(-1.0)));
   CHECK_FALSE(x.tangent().defined());
   {

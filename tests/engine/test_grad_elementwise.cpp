@@ -58,12 +58,13 @@ TEST_CASE("matmul and linear", "[grad]") {
   Generator gen(10);
   Tensor a = random_tensor({3, 4}, gen), b = random_tensor({4, 5}, gen);
   check_gradients("matmul", [](const V& v) { return matmul(v[0], v[1]); }, {a, b});
-  check_gradients("matmul_transposed",
-                  [](const V& v) { return matmul(v[0], v[1]); },
-                  {random_tensor({4, 3}, gen).transpose(0, 1), random_tensor({5, 4}, gen).transpose(0, 1)});
+  check_gradients(
+      "matmul_transposed", [](const V& v) { return matmul(v[0], v[1]); },
+      {random_tensor({4, 3}, gen).transpose(0, 1), random_tensor({5, 4}, gen).transpose(0, 1)});
   check_gradients("matmul_batched", [](const V& v) { return matmul(v[0], v[1]); },
                   {random_tensor({2, 3, 4}, gen), random_tensor({4, 2}, gen)});
-  Tensor x = random_tensor({6, 4}, gen), w = random_tensor({3, 4}, gen), bias = random_tensor({3}, gen);
+  Tensor x = random_tensor({6, 4}, gen), w = random_tensor({3, 4}, gen),
+         bias = random_tensor({3}, gen);
   check_gradients("linear", [](const V& v) { return linear(v[0], v[1], v[2]); }, {x, w, bias});
 }
 
@@ -75,6 +76,8 @@ TEST_CASE("views and concat", "[grad]") {
   check_gradients("expand", [](const V& v) { return v[0].slice(1, 0, 1).expand({2, 5, 4}); }, {x});
   check_gradients("reshape", [](const V& v) { return v[0].transpose(0, 2).reshape({4, 6}); }, {x});
   check_gradients("concat",
-                  [](const V& v) { return concat({v[0], v[1], v[0]}, 1); },
+                  [](const V& v) {
+                    return concat({v[0], v[1], v[0]}, 1);
+                  },
                   {x, random_tensor({2, 2, 4}, gen)});
 }

@@ -16,9 +16,10 @@ TEST_CASE("views share storage and respect strides", "[tensor]") {
   CHECK_FALSE(p.is_contiguous());
   CHECK(p.shares_storage_with(t));
   CHECK(p.contiguous().to_doubles()[1] == 4.0);  // p[0,0,1] = t[0,1,0]
-  Tensor s = t.slice(2, 1, 4, 2);                  // columns 1 and 3
+  Tensor s = t.slice(2, 1, 4, 2);                // columns 1 and 3
   CHECK(s.shape() == Shape{2, 3, 2});
-  CHECK(s.contiguous().to_doubles() == std::vector<double>{1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23});
+  CHECK(s.contiguous().to_doubles() ==
+        std::vector<double>{1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23});
   Tensor e = Tensor::arange(3, DType::Float64).reshape({3, 1}).expand({3, 4});
   CHECK(e.strides()[1] == 0);
   CHECK(sum(e).item() == 12.0);
@@ -31,8 +32,8 @@ TEST_CASE("views share storage and respect strides", "[tensor]") {
 TEST_CASE("shape and dtype errors name the op and both shapes", "[tensor]") {
   Tensor a = Tensor::zeros({2, 3});
   Tensor b = Tensor::zeros({4, 3});
-  REQUIRE_THROWS_WITH(add(a, b), Catch::Contains("add") && Catch::Contains("[2, 3]") &&
-                                     Catch::Contains("[4, 3]"));
+  REQUIRE_THROWS_WITH(
+      add(a, b), Catch::Contains("add") && Catch::Contains("[2, 3]") && Catch::Contains("[4, 3]"));
   Tensor c = Tensor::zeros({2, 3}, DType::Float64);
   REQUIRE_THROWS_WITH(mul(a, c), Catch::Contains("mul") && Catch::Contains("float32") &&
                                      Catch::Contains("float64"));

@@ -3,8 +3,8 @@
 // and BatchNorm running statistics after an SGD step with Nesterov momentum and weight decay.
 #include <cmath>
 
-#include <catch2/catch.hpp>
 #include <fmt/format.h>
+#include <catch2/catch.hpp>
 
 #include <mcd/engine/ops/reduce.h>
 #include <mcd/engine/ops/softmax.h>
@@ -70,5 +70,6 @@ TEST_CASE("resnet10_xxxs training step matches PyTorch in float64", "[golden]") 
   const StateDict expected = with_prefix(f.tensors, "step.");
   const StateDict ours = model->state_dict();
   REQUIRE(ours.size() == expected.size());
-  for (const auto& [name, t] : expected) require_close("step." + name, ours.at(name), t, 1e-10);
+  for (const auto& [name, t] : expected)
+    require_close("step." + name, ours.at(name), t, 1e-10);
 }

@@ -2,8 +2,8 @@
 
 #include <cmath>
 
-#include <catch2/catch.hpp>
 #include <fmt/format.h>
+#include <catch2/catch.hpp>
 
 #include <mcd/engine/autograd.h>
 
@@ -25,7 +25,8 @@ double dot(const Tensor& a, const Tensor& b) {
   const auto va = a.to_doubles(), vb = b.to_doubles();
   REQUIRE(va.size() == vb.size());
   double s = 0;
-  for (std::size_t i = 0; i < va.size(); ++i) s += va[i] * vb[i];
+  for (std::size_t i = 0; i < va.size(); ++i)
+    s += va[i] * vb[i];
   return s;
 }
 
@@ -102,9 +103,10 @@ void check_gradients(const std::string& name, const TensorFn& f, std::vector<Ten
   // Forward mode.
   if (o.check_jvp) {
     std::vector<Tensor> tangents(inputs.size());
-    for (auto i : diff) tangents[i] = random_tensor(inputs[i].shape(), gen);
-    auto r = jvp([&](const std::vector<Tensor>& in) { return std::vector<Tensor>{f(in)}; },
-                 inputs, tangents);
+    for (auto i : diff)
+      tangents[i] = random_tensor(inputs[i].shape(), gen);
+    auto r = jvp([&](const std::vector<Tensor>& in) { return std::vector<Tensor>{f(in)}; }, inputs,
+                 tangents);
     const Tensor yt = r.tangents[0];
     REQUIRE(yt.shape() == y0.shape());
     std::vector<Tensor> plus = inputs, minus = inputs;
@@ -117,12 +119,14 @@ void check_gradients(const std::string& name, const TensorFn& f, std::vector<Ten
     }
     const auto fp = eval(plus).to_doubles(), fm = eval(minus).to_doubles();
     std::vector<double> num(fp.size());
-    for (std::size_t j = 0; j < fp.size(); ++j) num[j] = (fp[j] - fm[j]) / (2 * o.eps);
+    for (std::size_t j = 0; j < fp.size(); ++j)
+      num[j] = (fp[j] - fm[j]) / (2 * o.eps);
     compare(fmt::format("{} jvp", name), num, yt.to_doubles(), o);
 
     if (o.check_vjp) {
       double rhs = 0;
-      for (std::size_t k = 0; k < diff.size(); ++k) rhs += dot(ana_grads[k], tangents[diff[k]]);
+      for (std::size_t k = 0; k < diff.size(); ++k)
+        rhs += dot(ana_grads[k], tangents[diff[k]]);
       const double lhs = dot(u, yt);
       INFO(fmt::format("{}: <u, Jv> = {:.15g}, <J^T u, v> = {:.15g}", name, lhs, rhs));
       CHECK(std::abs(lhs - rhs) <= 1e-9 * (1 + std::abs(lhs)));

@@ -1,1 +1,168 @@
-// (being written)
+// Batch normalisation: forward (train / eval kernels), vjp (dx, dweight, dbias) and jvp (y_t),
+// side by side. The statistics the rules need (mean, invstd per channel) are saved as float64
+// (C) tensors whatever x's dtype; the running-statistic update is in place, never recorded.
+#include <cmath>
+#include <vector>
+
+#include <mcd/engine/autograd.h>
+#include <mcd/engine/ops/batch_norm.h>
+#include <mcd/kernels/cpu/batch_norm.h>
+
+#include "../dispatch.h"
+
+namespace mcd {
+namespace kc = kernels::cpu;
+
+namespace {
+
+bool has_tangent(const Tensor& t) {
+  return t.defined() && t.impl().tangent != nullptr;
+}
+
+template <class T>
+const T* data_or_null(const Tensor& t) {
+  return t.defined() ? t.data<T>() : nullptr;
+}
+
+template <class T>
+T* data_or_null(Tensor& t) {
+  return t.defined() ? t.data<T>() : nullptr;
+}
+
+Tensor contiguous_or_undefined(const Tensor& t) {
+  return t.defined() ? detail::contiguous_data(t) : Tensor();
+}
+
+kc::BatchNormDims dims_of(const Tensor& x) {
+  kc::BatchNormDims d{x.size(0), x.size(1), 1};
+  for (std::int64_t i = 2; i < x.dim(); ++i)
+    d.s *= x.size(i);
+  return d;
+}
+
+void check_channel_tensor(const char* what, const Tensor& p, const Tensor& x, bool same_dtype) {
+  if (!p.defined()) return;
+  const std::int64_t c = x.size(1);
+  MCD_CHECK(p.shape() == Shape{c},
+            "batch_norm: {} must have shape [{}] (the channels of input {}), got {}", what, c,
+            shape_str(x.shape()), shape_str(p.shape()));
+  if (same_dtype)
+    MCD_CHECK(p.dtype() == x.dtype(), "batch_norm: {} is {} but the input is {}", what,
+              dtype_name(p.dtype()), dtype_name(x.dtype()));
+  else
+    check_floating("batch_norm", p);
+}
+
+// running = (1 - momentum) * running + momentum * batch, with the unbiased batch variance.
+void update_running_stats(Tensor& running_mean, Tensor& running_var, const Tensor& mean,
+                          const std::vector<double>& var, std::int64_t count, double momentum) {
+  std::vector<double> rm = running_mean.to_doubles(), rv = running_var.to_doubles();
+  const double* m = mean.data<double>();
+  const double unbias = static_cast<double>(count) / static_cast<double>(count - 1);
+  for (std::size_t c = 0; c < rm.size(); ++c) {
+    rm[c] = (1.0 - momentum) * rm[c] + momentum * m[c];
+    rv[c] = (1.0 - momentum) * rv[c] + momentum * var[c] * unbias;
+  }
+  const Shape shape = running_mean.shape();
+  running_mean.copy_(Tensor::from_doubles(rm, shape, DType::Float64));
+  running_var.copy_(Tensor::from_doubles(rv, shape, DType::Float64));
+}
+
+}  // namespace
+
+Tensor batch_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, Tensor running_mean,
+                  Tensor running_var, const BatchNormOptions& options) {
+  check_defined("batch_norm", x);
+  check_floating("batch_norm", x);
+  MCD_CHECK(x.dim() >= 2, "batch_norm: expected an input of shape (N, C, ...), got {}",
+            shape_str(x.shape()));
+  detail::require_cpu("batch_norm", {&x, &weight, &bias, &running_mean, &running_var});
+  check_channel_tensor("weight", weight, x, true);
+  check_channel_tensor("bias", bias, x, true);
+  MCD_CHECK(running_mean.defined() == running_var.defined(),
+            "batch_norm: running_mean and running_var must be given together (input {})",
+            shape_str(x.shape()));
+  check_channel_tensor("running_mean", running_mean, x, false);
+  check_channel_tensor("running_var", running_var, x, false);
+  MCD_CHECK(std::isfinite(options.eps) && options.eps >= 0.0,
+            "batch_norm: eps must be finite and non-negative, got {}", options.eps);
+  MCD_CHECK(options.momentum >= 0.0 && options.momentum <= 1.0,
+            "batch_norm: momentum must be in [0, 1], got {}", options.momentum);
+
+  const kc::BatchNormDims d = dims_of(x);
+  const std::int64_t count = d.n * d.s;  // values per channel
+  const bool training = options.training;
+  if (training)
+    MCD_CHECK(count > 1, "batch_norm: training needs more than one value per channel, got input {}",
+              shape_str(x.shape()));
+  else
+    MCD_CHECK(running_mean.defined(),
+              "batch_norm: eval mode needs running_mean and running_var (input {})",
+              shape_str(x.shape()));
+
+  // ---- forward
+  const Tensor xc = detail::contiguous_data(x);
+  const Tensor wc = contiguous_or_undefined(weight), bc = contiguous_or_undefined(bias);
+  Tensor y = Tensor::empty(x.shape(), x.dtype());
+  Tensor mean = Tensor::empty({d.c}, DType::Float64);    // (C)
+  Tensor invstd = Tensor::empty({d.c}, DType::Float64);  // (C)
+  if (training) {
+    std::vector<double> var(static_cast<std::size_t>(d.c));
+    MCD_DISPATCH_FLOATING(x.dtype(), "batch_norm", {
+      kc::batch_norm_forward_train_cpu<scalar_t>(
+          d, xc.data<scalar_t>(), data_or_null<scalar_t>(wc), data_or_null<scalar_t>(bc),
+          options.eps, y.data<scalar_t>(), mean.data<double>(), var.data(), invstd.data<double>());
+    });
+    if (running_mean.defined())
+      update_running_stats(running_mean, running_var, mean, var, count, options.momentum);
+  } else {
+    const std::vector<double> rm = running_mean.to_doubles(), rv = running_var.to_doubles();
+    for (std::int64_t c = 0; c < d.c; ++c) {
+      mean.data<double>()[c] = rm[static_cast<std::size_t>(c)];
+      invstd.data<double>()[c] = 1.0 / std::sqrt(rv[static_cast<std::size_t>(c)] + options.eps);
+    }
+    MCD_DISPATCH_FLOATING(x.dtype(), "batch_norm", {
+      kc::batch_norm_forward_eval_cpu<scalar_t>(d, xc.data<scalar_t>(), data_or_null<scalar_t>(wc),
+                                                data_or_null<scalar_t>(bc), mean.data<double>(),
+                                                invstd.data<double>(), y.data<scalar_t>());
+    });
+  }
+
+  // ---- vjp: dx, dweight, dbias
+  const bool need_x = x.requires_grad();
+  const bool need_w = weight.defined() && weight.requires_grad();
+  const bool need_b = bias.defined() && bias.requires_grad();
+  record(y, "batch_norm", {x, weight, bias},
+         [xc, wc, mean, invstd, d, training, need_x, need_w, need_b,
+          shape = x.shape()](const Tensor& g) {
+           const Tensor gc = detail::contiguous_data(g);
+           Tensor dx = need_x ? Tensor::empty(shape, gc.dtype()) : Tensor();
+           Tensor dw = need_w ? Tensor::empty({d.c}, gc.dtype()) : Tensor();
+           Tensor db = need_b ? Tensor::empty({d.c}, gc.dtype()) : Tensor();
+           MCD_DISPATCH_FLOATING(gc.dtype(), "batch_norm backward", {
+             kc::batch_norm_backward_cpu<scalar_t>(
+                 d, training, gc.data<scalar_t>(), xc.data<scalar_t>(), data_or_null<scalar_t>(wc),
+                 mean.data<double>(), invstd.data<double>(), data_or_null<scalar_t>(dx),
+                 data_or_null<scalar_t>(dw), data_or_null<scalar_t>(db));
+           });
+           return std::vector<Tensor>{dx, dw, db};
+         });
+
+  // ---- jvp: y_t from x_t, weight_t, bias_t (exact through the batch statistics)
+  propagate_tangent(y, {x, weight, bias}, [&] {
+    const Tensor xt = has_tangent(x) ? detail::contiguous_data(x.tangent()) : Tensor();
+    const Tensor wt = has_tangent(weight) ? detail::contiguous_data(weight.tangent()) : Tensor();
+    const Tensor bt = has_tangent(bias) ? detail::contiguous_data(bias.tangent()) : Tensor();
+    Tensor yt = Tensor::empty(x.shape(), x.dtype());
+    MCD_DISPATCH_FLOATING(x.dtype(), "batch_norm jvp", {
+      kc::batch_norm_jvp_cpu<scalar_t>(d, training, xc.data<scalar_t>(), data_or_null<scalar_t>(xt),
+                                       data_or_null<scalar_t>(wc), data_or_null<scalar_t>(wt),
+                                       data_or_null<scalar_t>(bt), mean.data<double>(),
+                                       invstd.data<double>(), yt.data<scalar_t>());
+    });
+    return yt;
+  });
+  return y;
+}
+
+}  // namespace mcd

@@ -23,8 +23,7 @@ Tensor binary_forward(kc::BinaryOp op, const char* name, const Tensor& a, const 
   const Tensor ae = detail::expand_view(a, shape), be = detail::expand_view(b, shape);
   const auto g = kc::make_geometry(shape, {out.strides(), ae.strides(), be.strides()});
   MCD_DISPATCH_FLOATING(a.dtype(), name, {
-    kc::binary_cpu<scalar_t>(op, g, out.data<scalar_t>(), ae.data<scalar_t>(),
-                             be.data<scalar_t>());
+    kc::binary_cpu<scalar_t>(op, g, out.data<scalar_t>(), ae.data<scalar_t>(), be.data<scalar_t>());
   });
   return out;
 }
@@ -41,13 +40,16 @@ Tensor unary_forward(kc::UnaryOp op, const char* name, const Tensor& x, double s
 }
 
 // Tangent of a possibly-missing input, broadcast to the output's shape lazily by the caller.
-bool has_tangent(const Tensor& t) { return t.defined() && t.impl().tangent != nullptr; }
+bool has_tangent(const Tensor& t) {
+  return t.defined() && t.impl().tangent != nullptr;
+}
 
 // out = v where x > 0, else 0: the relu derivative applied to v.
 template <class T>
 void relu_mask(std::int64_t n, const T* v, const T* x, T* out) {
 #pragma omp parallel for if (n > (1 << 15)) schedule(static)
-  for (std::int64_t i = 0; i < n; ++i) out[i] = x[i] > T(0) ? v[i] : T(0);
+  for (std::int64_t i = 0; i < n; ++i)
+    out[i] = x[i] > T(0) ? v[i] : T(0);
 }
 
 }  // namespace
@@ -85,11 +87,10 @@ Tensor sub(const Tensor& a, const Tensor& b) {
 Tensor mul(const Tensor& a, const Tensor& b) {
   Tensor out = binary_forward(kc::BinaryOp::Mul, "mul", a, b);
   const bool need_a = a.requires_grad(), need_b = b.requires_grad();
-  record(out, "mul", {a, b},
-         [ad = a.detach(), bd = b.detach(), need_a, need_b](const Tensor& g) {
-           return std::vector<Tensor>{need_a ? sum_to_shape(mul(g, bd), ad.shape()) : Tensor(),
-                                      need_b ? sum_to_shape(mul(g, ad), bd.shape()) : Tensor()};
-         });
+  record(out, "mul", {a, b}, [ad = a.detach(), bd = b.detach(), need_a, need_b](const Tensor& g) {
+    return std::vector<Tensor>{need_a ? sum_to_shape(mul(g, bd), ad.shape()) : Tensor(),
+                               need_b ? sum_to_shape(mul(g, ad), bd.shape()) : Tensor()};
+  });
   propagate_tangent(out, {a, b}, [&] {
     const Tensor ad = a.detach(), bd = b.detach();
     Tensor t;
@@ -151,23 +152,24 @@ Tensor neg(const Tensor& a) {
 
 Tensor exp(const Tensor& x) {
   Tensor y = unary_forward(kc::UnaryOp::Exp, "exp", x);
-  record(y, "exp", {x}, [yd = y.detach()](const Tensor& g) { return std::vector<Tensor>{mul(g, yd)}; });
+  record(y, "exp", {x},
+         [yd = y.detach()](const Tensor& g) { return std::vector<Tensor>{mul(g, yd)}; });
   propagate_tangent(y, {x}, [&] { return mul(x.tangent(), y.detach()); });
   return y;
 }
 
 Tensor log(const Tensor& x) {
   Tensor y = unary_forward(kc::UnaryOp::Log, "log", x);
-  record(y, "log", {x}, [xd = x.detach()](const Tensor& g) { return std::vector<Tensor>{div(g, xd)}; });
+  record(y, "log", {x},
+         [xd = x.detach()](const Tensor& g) { return std::vector<Tensor>{div(g, xd)}; });
   propagate_tangent(y, {x}, [&] { return div(x.tangent(), x.detach()); });
   return y;
 }
 
 Tensor sqrt(const Tensor& x) {
   Tensor y = unary_forward(kc::UnaryOp::Sqrt, "sqrt", x);
-  record(y, "sqrt", {x}, [yd = y.detach()](const Tensor& g) {
-    return std::vector<Tensor>{div(mul(g, 0.5), yd)};
-  });
+  record(y, "sqrt", {x},
+         [yd = y.detach()](const Tensor& g) { return std::vector<Tensor>{div(mul(g, 0.5), yd)}; });
   propagate_tangent(y, {x}, [&] { return div(mul(x.tangent(), 0.5), y.detach()); });
   return y;
 }
@@ -190,9 +192,10 @@ Tensor pow(const Tensor& x, const Tensor& e) {
   record(y, "pow", {x, e},
          [xd = x.detach(), ed = e.detach(), yd = y.detach(), need_x, need_e](const Tensor& g) {
            return std::vector<Tensor>{
-               need_x ? sum_to_shape(mul(g, mul(ed, pow(xd, sub(ed, Tensor::ones({}, ed.dtype()))))),
-                                     xd.shape())
-                      : Tensor(),
+               need_x
+                   ? sum_to_shape(mul(g, mul(ed, pow(xd, sub(ed, Tensor::ones({}, ed.dtype()))))),
+                                  xd.shape())
+                   : Tensor(),
                need_e ? sum_to_shape(mul(g, mul(yd, log(xd))), ed.shape()) : Tensor()};
          });
   propagate_tangent(y, {x, e}, [&] {
@@ -240,9 +243,8 @@ Tensor sigmoid(const Tensor& x) {
 
 Tensor softplus(const Tensor& x) {
   Tensor y = unary_forward(kc::UnaryOp::Softplus, "softplus", x);
-  record(y, "softplus", {x}, [xd = x.detach()](const Tensor& g) {
-    return std::vector<Tensor>{mul(g, sigmoid(xd))};
-  });
+  record(y, "softplus", {x},
+         [xd = x.detach()](const Tensor& g) { return std::vector<Tensor>{mul(g, sigmoid(xd))}; });
   propagate_tangent(y, {x}, [&] { return mul(x.tangent(), sigmoid(x.detach())); });
   return y;
 }

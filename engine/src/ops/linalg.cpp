@@ -33,7 +33,8 @@ void gemm_2d(const Tensor& a, const Tensor& b, Tensor& out) {
   const GemmOperand oa = as_operand(a), ob = as_operand(b);
   const std::int64_t M = a.shape()[0], K = a.shape()[1], N = b.shape()[1];
   kc::gemm_cpu<T>(oa.transposed, ob.transposed, M, N, K, T(1), oa.data.template data<T>(), oa.ld,
-                  ob.data.template data<T>(), ob.ld, T(0), out.data<T>(), std::max<std::int64_t>(N, 1));
+                  ob.data.template data<T>(), ob.ld, T(0), out.data<T>(),
+                  std::max<std::int64_t>(N, 1));
 }
 
 Tensor matmul_forward(const Tensor& a, const Tensor& b) {
@@ -76,12 +77,13 @@ Tensor matmul_forward(const Tensor& a, const Tensor& b) {
 Tensor matmul(const Tensor& a, const Tensor& b) {
   Tensor out = matmul_forward(a, b);
   const bool need_a = a.requires_grad(), need_b = b.requires_grad();
-  record(out, "matmul", {a, b}, [ad = a.detach(), bd = b.detach(), need_a, need_b](const Tensor& g) {
-    // da = g b^T, db = a^T g (summed over broadcast batch dimensions)
-    return std::vector<Tensor>{
-        need_a ? sum_to_shape(matmul(g, bd.transpose(-1, -2)), ad.shape()) : Tensor(),
-        need_b ? sum_to_shape(matmul(ad.transpose(-1, -2), g), bd.shape()) : Tensor()};
-  });
+  record(out, "matmul", {a, b},
+         [ad = a.detach(), bd = b.detach(), need_a, need_b](const Tensor& g) {
+           // da = g b^T, db = a^T g (summed over broadcast batch dimensions)
+           return std::vector<Tensor>{
+               need_a ? sum_to_shape(matmul(g, bd.transpose(-1, -2)), ad.shape()) : Tensor(),
+               need_b ? sum_to_shape(matmul(ad.transpose(-1, -2), g), bd.shape()) : Tensor()};
+         });
   propagate_tangent(out, {a, b}, [&] {
     Tensor t;
     if (a.impl().tangent) t = matmul(a.tangent(), b.detach());

@@ -14,10 +14,11 @@ namespace kc = kernels::cpu;
 
 namespace {
 
-std::vector<std::int64_t> normalized_dims(const std::vector<std::int64_t>& dims,
-                                          std::int64_t rank, const char* op) {
+std::vector<std::int64_t> normalized_dims(const std::vector<std::int64_t>& dims, std::int64_t rank,
+                                          const char* op) {
   std::vector<std::int64_t> out;
-  for (auto d : dims) out.push_back(normalize_dim(d, rank, op));
+  for (auto d : dims)
+    out.push_back(normalize_dim(d, rank, op));
   std::sort(out.begin(), out.end());
   MCD_CHECK(std::adjacent_find(out.begin(), out.end()) == out.end(),
             "{}: a dimension appears twice", op);
@@ -28,8 +29,10 @@ Shape reduced_shape(const Shape& in, const std::vector<std::int64_t>& dims, bool
   Shape out;
   for (std::int64_t i = 0; i < static_cast<std::int64_t>(in.size()); ++i) {
     const bool reduced = std::binary_search(dims.begin(), dims.end(), i);
-    if (!reduced) out.push_back(in[i]);
-    else if (keepdim) out.push_back(1);
+    if (!reduced)
+      out.push_back(in[i]);
+    else if (keepdim)
+      out.push_back(1);
   }
   return out;
 }
@@ -40,16 +43,19 @@ Tensor sum_forward(const Tensor& x, const std::vector<std::int64_t>& dims, const
   const std::int64_t rank = x.dim();
   Tensor src;
   std::int64_t outer = 1, reduced = 1, inner = 1;
-  const bool block = dims.empty() || dims.back() - dims.front() + 1 ==
-                                         static_cast<std::int64_t>(dims.size());
+  const bool block =
+      dims.empty() || dims.back() - dims.front() + 1 == static_cast<std::int64_t>(dims.size());
   if (block) {
     src = detail::contiguous_data(x);
     const std::int64_t d0 = dims.empty() ? rank : dims.front();
     const std::int64_t d1 = dims.empty() ? rank - 1 : dims.back();
     for (std::int64_t i = 0; i < rank; ++i) {
-      if (i < d0) outer *= x.shape()[i];
-      else if (i <= d1) reduced *= x.shape()[i];
-      else inner *= x.shape()[i];
+      if (i < d0)
+        outer *= x.shape()[i];
+      else if (i <= d1)
+        reduced *= x.shape()[i];
+      else
+        inner *= x.shape()[i];
     }
   } else {
     std::vector<std::int64_t> perm;
@@ -89,13 +95,15 @@ Tensor sum(const Tensor& x, const std::vector<std::int64_t>& dims_in, bool keepd
 
 Tensor sum(const Tensor& x) {
   std::vector<std::int64_t> all(x.dim());
-  for (std::int64_t i = 0; i < x.dim(); ++i) all[i] = i;
+  for (std::int64_t i = 0; i < x.dim(); ++i)
+    all[i] = i;
   return sum(x, all, false);
 }
 
 Tensor mean(const Tensor& x, const std::vector<std::int64_t>& dims, bool keepdim) {
   std::int64_t count = 1;
-  for (auto d : normalized_dims(dims, x.dim(), "mean")) count *= x.shape()[d];
+  for (auto d : normalized_dims(dims, x.dim(), "mean"))
+    count *= x.shape()[d];
   MCD_CHECK(count > 0, "mean: reducing over an empty dimension of shape {}", shape_str(x.shape()));
   return mul(sum(x, dims, keepdim), 1.0 / static_cast<double>(count));
 }
@@ -117,7 +125,8 @@ Tensor sum_to_shape(const Tensor& x, const Shape& shape) {
       continue;
     }
     const std::int64_t target = shape[i - lead];
-    if (target == 1 && x.shape()[i] != 1) dims.push_back(i);
+    if (target == 1 && x.shape()[i] != 1)
+      dims.push_back(i);
     else
       MCD_CHECK(target == x.shape()[i], "sum_to_shape: cannot reduce {} to {}",
                 shape_str(x.shape()), shape_str(shape));
@@ -133,8 +142,10 @@ Tensor argmax(const Tensor& x, std::int64_t dim) {
             shape_str(x.shape()));
   const Tensor xc = detail::contiguous_data(x);
   std::int64_t outer = 1, inner = 1;
-  for (std::int64_t i = 0; i < dim; ++i) outer *= x.shape()[i];
-  for (std::int64_t i = dim + 1; i < x.dim(); ++i) inner *= x.shape()[i];
+  for (std::int64_t i = 0; i < dim; ++i)
+    outer *= x.shape()[i];
+  for (std::int64_t i = dim + 1; i < x.dim(); ++i)
+    inner *= x.shape()[i];
   Shape out_shape = x.shape();
   out_shape.erase(out_shape.begin() + dim);
   Tensor out = Tensor::empty(out_shape, DType::Int64);

@@ -19,7 +19,8 @@ Tensor concat(const std::vector<Tensor>& tensors, std::int64_t dim) {
     check_same_dtype("concat", first, t);
     detail::require_cpu("concat", {&t});
     bool ok = t.dim() == first.dim();
-    for (std::int64_t d = 0; ok && d < t.dim(); ++d) ok = d == dim || t.shape()[d] == first.shape()[d];
+    for (std::int64_t d = 0; ok && d < t.dim(); ++d)
+      ok = d == dim || t.shape()[d] == first.shape()[d];
     MCD_CHECK(ok, "concat: tensor {} has shape {}, incompatible with {} along dimension {}", i,
               shape_str(t.shape()), shape_str(first.shape()), dim);
     out_shape[dim] += t.shape()[dim];
@@ -29,11 +30,14 @@ Tensor concat(const std::vector<Tensor>& tensors, std::int64_t dim) {
   std::int64_t pos = 0;
   for (const Tensor& t : tensors) {
     starts.push_back(pos);
-    detail::make_view(out, out.shape(), out.strides(), 0).slice(dim, pos, pos + t.shape()[dim]).copy_(t);
+    detail::make_view(out, out.shape(), out.strides(), 0)
+        .slice(dim, pos, pos + t.shape()[dim])
+        .copy_(t);
     pos += t.shape()[dim];
   }
   std::vector<std::int64_t> sizes;
-  for (const Tensor& t : tensors) sizes.push_back(t.shape()[dim]);
+  for (const Tensor& t : tensors)
+    sizes.push_back(t.shape()[dim]);
   record(out, "concat", tensors, [starts, sizes, dim](const Tensor& g) {
     std::vector<Tensor> parts;
     for (std::size_t i = 0; i < starts.size(); ++i)
@@ -42,7 +46,8 @@ Tensor concat(const std::vector<Tensor>& tensors, std::int64_t dim) {
   });
   propagate_tangent(out, tensors, [&] {
     std::vector<Tensor> ts;
-    for (const Tensor& t : tensors) ts.push_back(tangent_or_zeros(t));
+    for (const Tensor& t : tensors)
+      ts.push_back(tangent_or_zeros(t));
     return concat(ts, dim);
   });
   return out;

@@ -15,14 +15,15 @@ Optimizer::Optimizer(std::vector<Tensor> params) : params_(std::move(params)) {
   for (std::size_t i = 0; i < params_.size(); ++i) {
     const Tensor& p = params_[i];
     MCD_CHECK(p.defined(), "Optimizer: parameter {} is undefined", i);
-    MCD_CHECK(is_floating(p.dtype()), "Optimizer: parameter {} of shape {} is {}, not floating",
-              i, shape_str(p.shape()), dtype_name(p.dtype()));
+    MCD_CHECK(is_floating(p.dtype()), "Optimizer: parameter {} of shape {} is {}, not floating", i,
+              shape_str(p.shape()), dtype_name(p.dtype()));
     detail::require_cpu("Optimizer", {&p});
     MCD_CHECK(p.is_leaf(), "Optimizer: parameter {} of shape {} is not a leaf tensor", i,
               shape_str(p.shape()));
     // The update loops walk the parameter's memory linearly.
-    MCD_CHECK(p.is_contiguous(), "Optimizer: parameter {} of shape {} has strides {}, not contiguous",
-              i, shape_str(p.shape()), shape_str(p.strides()));
+    MCD_CHECK(p.is_contiguous(),
+              "Optimizer: parameter {} of shape {} has strides {}, not contiguous", i,
+              shape_str(p.shape()), shape_str(p.strides()));
     MCD_CHECK(seen.insert(&p.impl()).second,
               "Optimizer: parameter {} of shape {} appears more than once in the list", i,
               shape_str(p.shape()));
@@ -30,7 +31,8 @@ Optimizer::Optimizer(std::vector<Tensor> params) : params_(std::move(params)) {
 }
 
 void Optimizer::zero_grad() {
-  for (Tensor& p : params_) p.zero_grad();
+  for (Tensor& p : params_)
+    p.zero_grad();
 }
 
 void Optimizer::set_lr(double lr) {
@@ -52,8 +54,8 @@ Tensor Optimizer::contiguous_grad(std::size_t i) const {
 
 void Optimizer::write_common_state(StateDict& s) const {
   s["lr"] = Tensor::scalar(lr_, DType::Float64);
-  s["num_params"] = Tensor::from_vector<std::int64_t>(
-      {static_cast<std::int64_t>(params_.size())}, Shape{});
+  s["num_params"] =
+      Tensor::from_vector<std::int64_t>({static_cast<std::int64_t>(params_.size())}, Shape{});
 }
 
 // ---- StateReader
@@ -61,7 +63,9 @@ void Optimizer::write_common_state(StateDict& s) const {
 StateReader::StateReader(const StateDict& s, std::string source)
     : dict_(s), source_(std::move(source)) {}
 
-bool StateReader::has(const std::string& key) const { return dict_.count(key) != 0; }
+bool StateReader::has(const std::string& key) const {
+  return dict_.count(key) != 0;
+}
 
 void StateReader::fail_at(const std::string& key, const std::string& what) const {
   fail("{}: key '{}': {}", source_, key, what);

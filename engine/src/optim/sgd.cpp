@@ -2,6 +2,7 @@
 // lookahead direction. The arithmetic follows torch.optim.SGD operation by operation, so
 // float64 results agree with PyTorch to rounding.
 #include <cmath>
+#include <type_traits>
 #include <utility>
 
 #include <mcd/engine/optim/sgd.h>
@@ -16,61 +17,100 @@ constexpr std::int64_t kParallelMin = 1 << 15;  // below this OpenMP costs more 
 template <class T>
 struct SgdCoeffs {
   T lr, weight_decay, momentum, one_minus_dampening;
-  bool use_momentum, nesterov, has_buffer;
 };
 
 template <class T>
-SgdCoeffs<T> make_coeffs(const SgdOptions& o, double lr, bool has_buffer) {
-  return {static_cast<T>(lr),          static_cast<T>(o.weight_decay),
-          static_cast<T>(o.momentum),  static_cast<T>(1.0 - o.dampening),
-          o.momentum != 0.0,           o.nesterov,
-          has_buffer};
+SgdCoeffs<T> make_coeffs(const SgdOptions& o, double lr) {
+  return {static_cast<T>(lr), static_cast<T>(o.weight_decay), static_cast<T>(o.momentum),
+          static_cast<T>(1.0 - o.dampening)};
 }
 
-// The direction for one element; `buf` is the old buffer value (read only if has_buffer) and
-// `new_buf` receives the new one when momentum is on.
-template <class T>
-inline T sgd_direction(T p, T g, T buf, const SgdCoeffs<T>& c, T& new_buf) {
-  const T d = c.weight_decay != T(0) ? g + c.weight_decay * p : g;
-  if (!c.use_momentum) return d;
-  new_buf = c.has_buffer ? buf * c.momentum + c.one_minus_dampening * d : d;
-  return c.nesterov ? d + c.momentum * new_buf : new_buf;
-}
-
-// buf may be null only without momentum.
-template <class T>
-void sgd_step_loop(std::int64_t n, T* p, const T* g, T* buf, const SgdCoeffs<T> c) {
-#pragma omp parallel for schedule(static) if (n >= kParallelMin)
-  for (std::int64_t i = 0; i < n; ++i) {
-    T new_buf = T(0);
-    const T d = sgd_direction(p[i], g[i], c.has_buffer ? buf[i] : T(0), c, new_buf);
-    if (c.use_momentum) buf[i] = new_buf;
-    p[i] = p[i] - c.lr * d;
-  }
-}
-
-template <class T>
-void sgd_direction_loop(std::int64_t n, const T* p, const T* g, const T* buf, T* out,
-                        const SgdCoeffs<T> c) {
-#pragma omp parallel for schedule(static) if (n >= kParallelMin)
-  for (std::int64_t i = 0; i < n; ++i) {
-    T new_buf = T(0);
-    out[i] = sgd_direction(p[i], g[i], c.has_buffer ? buf[i] : T(0), c, new_buf);
-  }
-}
-
-void validate(const SgdOptions& o, const std::string& where) {
-  auto bad = [&](const char* field, double v) {
-    fail("{}: invalid {} {}", where, field, v);
+// Runs f(WD, M, HB, N) with std::bool_constant flags (weight decay, momentum, an existing
+// buffer, Nesterov): the flags are compile-time so that every loop is branch-free and
+// vectorises. Without momentum there is no buffer and no Nesterov term.
+template <class F>
+void with_sgd_flags(const SgdOptions& o, bool has_buffer, F&& f) {
+  auto pick = [](bool v, auto&& next) {
+    if (v)
+      next(std::true_type{});
+    else
+      next(std::false_type{});
   };
-  if (!std::isfinite(o.lr) || o.lr < 0) bad("lr", o.lr);
-  if (!std::isfinite(o.momentum) || o.momentum < 0) bad("momentum", o.momentum);
-  if (!std::isfinite(o.dampening)) bad("dampening", o.dampening);
-  if (!std::isfinite(o.weight_decay) || o.weight_decay < 0) bad("weight_decay", o.weight_decay);
-  MCD_CHECK(!o.nesterov || (o.momentum > 0 && o.dampening == 0),
-            "{}: Nesterov momentum requires momentum > 0 and dampening == 0, got momentum {} "
-            "and dampening {}",
-            where, o.momentum, o.dampening);
+  const bool m = o.momentum != 0.0;
+  pick(o.weight_decay != 0.0, [&](auto wd) {
+    pick(m, [&](auto mom) {
+      pick(m && has_buffer,
+           [&](auto hb) { pick(m && o.nesterov, [&](auto n) { f(wd, mom, hb, n); }); });
+    });
+  });
+}
+
+// The direction for one element; `buf` is the old buffer value (used only with HB) and
+// `new_buf` receives the new one when M.
+template <class T, bool WD, bool M, bool HB, bool N>
+inline T sgd_direction(T p, T g, T buf, T wd, T mu, T one_minus_dampening, T& new_buf) {
+  T d = g;
+  if constexpr (WD) d = g + wd * p;
+  if constexpr (M) {
+    if constexpr (HB)
+      new_buf = buf * mu + one_minus_dampening * d;
+    else
+      new_buf = d;  // PyTorch's first step: the buffer starts as the direction, undamped
+    if constexpr (N)
+      d = d + mu * new_buf;
+    else
+      d = new_buf;
+  }
+  return d;
+}
+
+// buf may be null only without momentum; it is read only with HB.
+template <class T, bool WD, bool M, bool HB, bool N>
+void sgd_step_loop(std::int64_t n, T* __restrict p, const T* __restrict g, T* __restrict buf,
+                   const SgdCoeffs<T>& c) {
+  const T lr = c.lr, wd = c.weight_decay, mu = c.momentum, omd = c.one_minus_dampening;
+#pragma omp parallel for simd schedule(static) if (parallel             \
+                                                   : n >= kParallelMin) \
+    firstprivate(lr, wd, mu, omd)
+  for (std::int64_t i = 0; i < n; ++i) {
+    T new_buf = T(0);
+    const T d =
+        sgd_direction<T, WD, M, HB, N>(p[i], g[i], HB ? buf[i] : T(0), wd, mu, omd, new_buf);
+    if constexpr (M) buf[i] = new_buf;
+    p[i] = p[i] - lr * d;
+  }
+}
+
+template <class T, bool WD, bool M, bool HB, bool N>
+void sgd_direction_loop(std::int64_t n, const T* __restrict p, const T* __restrict g,
+                        const T* __restrict buf, T* __restrict out, const SgdCoeffs<T>& c) {
+  const T wd = c.weight_decay, mu = c.momentum, omd = c.one_minus_dampening;
+#pragma omp parallel for simd schedule(static) if (parallel \
+                                                   : n >= kParallelMin) firstprivate(wd, mu, omd)
+  for (std::int64_t i = 0; i < n; ++i) {
+    T new_buf = T(0);
+    out[i] = sgd_direction<T, WD, M, HB, N>(p[i], g[i], HB ? buf[i] : T(0), wd, mu, omd, new_buf);
+  }
+}
+
+// Throws naming the field: as a state-dict key when `state` is given, else as an option.
+void validate(const SgdOptions& o, const std::string& where, const StateReader* state = nullptr) {
+  auto bad = [&](const char* field, const std::string& what) {
+    if (state) state->fail_at(field, what);
+    fail("{}: {} {}", where, field, what);
+  };
+  auto check = [&](bool ok, const char* field, double v, const char* expected) {
+    if (!ok) bad(field, fmt::format("invalid value {} (expected {})", v, expected));
+  };
+  check(std::isfinite(o.lr) && o.lr >= 0, "lr", o.lr, "finite, >= 0");
+  check(std::isfinite(o.momentum) && o.momentum >= 0, "momentum", o.momentum, "finite, >= 0");
+  check(std::isfinite(o.dampening), "dampening", o.dampening, "finite");
+  check(std::isfinite(o.weight_decay) && o.weight_decay >= 0, "weight_decay", o.weight_decay,
+        "finite, >= 0");
+  if (o.nesterov && !(o.momentum > 0 && o.dampening == 0))
+    bad("nesterov", fmt::format("Nesterov momentum requires momentum > 0 and dampening == 0, "
+                                "got momentum {} and dampening {}",
+                                o.momentum, o.dampening));
 }
 
 Tensor copy_of(const Tensor& t) {
@@ -95,8 +135,8 @@ SgdOptions Sgd::options() const {
 }
 
 Tensor Sgd::momentum_buffer(std::size_t i) const {
-  MCD_CHECK(i < params_.size(), "Sgd::momentum_buffer: index {} out of range for {} parameters",
-            i, params_.size());
+  MCD_CHECK(i < params_.size(), "Sgd::momentum_buffer: index {} out of range for {} parameters", i,
+            params_.size());
   return copy_of(buffers_[i]);
 }
 
@@ -106,29 +146,30 @@ void Sgd::step() {
     if (!g.defined()) continue;
     Tensor& p = params_[i];
     const bool has_buffer = buffers_[i].defined();
-    if (options_.momentum != 0.0 && !has_buffer)
-      buffers_[i] = Tensor::empty(p.shape(), p.dtype());
+    if (options_.momentum != 0.0 && !has_buffer) buffers_[i] = Tensor::empty(p.shape(), p.dtype());
     MCD_DISPATCH_FLOATING(p.dtype(), "Sgd::step", {
       scalar_t* buf = buffers_[i].defined() ? buffers_[i].data<scalar_t>() : nullptr;
-      sgd_step_loop<scalar_t>(p.numel(), p.data<scalar_t>(), g.data<scalar_t>(), buf,
-                              make_coeffs<scalar_t>(options_, lr_, has_buffer));
+      const auto c = make_coeffs<scalar_t>(options_, lr_);
+      with_sgd_flags(options_, has_buffer, [&](auto wd, auto m, auto hb, auto n) {
+        sgd_step_loop<scalar_t, decltype(wd)::value, decltype(m)::value, decltype(hb)::value,
+                      decltype(n)::value>(p.numel(), p.data<scalar_t>(), g.data<scalar_t>(), buf,
+                                          c);
+      });
     });
   }
 }
 
 Tensor Sgd::lookahead_direction(std::size_t i) const {
-  MCD_CHECK(i < params_.size(),
-            "Sgd::lookahead_direction: index {} out of range for {} parameters", i,
-            params_.size());
+  MCD_CHECK(i < params_.size(), "Sgd::lookahead_direction: index {} out of range for {} parameters",
+            i, params_.size());
   const Tensor g = params_[i].grad();
   if (!g.defined()) return g;
   return lookahead_direction(i, g);
 }
 
 Tensor Sgd::lookahead_direction(std::size_t i, const Tensor& grad) const {
-  MCD_CHECK(i < params_.size(),
-            "Sgd::lookahead_direction: index {} out of range for {} parameters", i,
-            params_.size());
+  MCD_CHECK(i < params_.size(), "Sgd::lookahead_direction: index {} out of range for {} parameters",
+            i, params_.size());
   const Tensor& p = params_[i];
   check_defined("Sgd::lookahead_direction", grad);
   detail::require_cpu("Sgd::lookahead_direction", {&grad});
@@ -142,9 +183,12 @@ Tensor Sgd::lookahead_direction(std::size_t i, const Tensor& grad) const {
   const bool has_buffer = options_.momentum != 0.0 && buffers_[i].defined();
   MCD_DISPATCH_FLOATING(p.dtype(), "Sgd::lookahead_direction", {
     const scalar_t* buf = has_buffer ? buffers_[i].data<scalar_t>() : nullptr;
-    sgd_direction_loop<scalar_t>(p.numel(), p.data<scalar_t>(), g.data<scalar_t>(), buf,
-                                 out.data<scalar_t>(),
-                                 make_coeffs<scalar_t>(options_, lr_, has_buffer));
+    const auto c = make_coeffs<scalar_t>(options_, lr_);
+    with_sgd_flags(options_, has_buffer, [&](auto wd, auto m, auto hb, auto n) {
+      sgd_direction_loop<scalar_t, decltype(wd)::value, decltype(m)::value, decltype(hb)::value,
+                         decltype(n)::value>(p.numel(), p.data<scalar_t>(), g.data<scalar_t>(), buf,
+                                             out.data<scalar_t>(), c);
+    });
   });
   return out;
 }
@@ -175,7 +219,7 @@ void Sgd::load_state_dict(const StateDict& s, const std::string& source) {
   if (nesterov != 0 && nesterov != 1)
     r.fail_at("nesterov", fmt::format("expected 0 or 1, got {}", nesterov));
   o.nesterov = nesterov == 1;
-  validate(o, source);
+  validate(o, source, &r);
   std::vector<Tensor> buffers(params_.size());
   for (std::size_t i = 0; i < params_.size(); ++i) {
     const std::string key = "state." + std::to_string(i) + ".momentum_buffer";

@@ -8,18 +8,28 @@ namespace mcd {
 
 enum class DType : std::uint8_t { Float32, Float64, Int64 };
 
-constexpr std::size_t dtype_size(DType t) { return t == DType::Float32 ? 4 : 8; }
+constexpr std::size_t dtype_size(DType t) {
+  return t == DType::Float32 ? 4 : 8;
+}
 const char* dtype_name(DType t);  // "float32", "float64", "int64"
-inline bool is_floating(DType t) { return t != DType::Int64; }
+inline bool is_floating(DType t) {
+  return t != DType::Int64;
+}
 
 template <class T>
 constexpr DType dtype_of();
 template <>
-constexpr DType dtype_of<float>() { return DType::Float32; }
+constexpr DType dtype_of<float>() {
+  return DType::Float32;
+}
 template <>
-constexpr DType dtype_of<double>() { return DType::Float64; }
+constexpr DType dtype_of<double>() {
+  return DType::Float64;
+}
 template <>
-constexpr DType dtype_of<std::int64_t>() { return DType::Int64; }
+constexpr DType dtype_of<std::int64_t>() {
+  return DType::Int64;
+}
 
 enum class DeviceType : std::uint8_t { CPU, CUDA };
 

@@ -17,8 +17,8 @@ template <class... Args>
   throw Error(fmt::format(f, std::forward<Args>(args)...));
 }
 
-#define MCD_CHECK(cond, ...)            \
-  do {                                  \
+#define MCD_CHECK(cond, ...)               \
+  do {                                     \
     if (!(cond)) ::mcd::fail(__VA_ARGS__); \
   } while (0)
 

@@ -83,8 +83,7 @@ class Tensor {
   Tensor reshape(const Shape& shape) const;
   Tensor permute(const std::vector<std::int64_t>& dims) const;
   Tensor transpose(std::int64_t d0, std::int64_t d1) const;
-  Tensor slice(std::int64_t dim, std::int64_t start, std::int64_t end,
-               std::int64_t step = 1) const;
+  Tensor slice(std::int64_t dim, std::int64_t start, std::int64_t end, std::int64_t step = 1) const;
   Tensor expand(const Shape& shape) const;
   Tensor unsqueeze(std::int64_t dim) const;
   Tensor squeeze(std::int64_t dim) const;

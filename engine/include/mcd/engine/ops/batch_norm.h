@@ -14,7 +14,7 @@ struct BatchNormOptions {
   double eps = 1e-5;
 };
 
-Tensor batch_norm(const Tensor& x, const Tensor& weight, const Tensor& bias,
-                  Tensor running_mean, Tensor running_var, const BatchNormOptions& options);
+Tensor batch_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, Tensor running_mean,
+                  Tensor running_var, const BatchNormOptions& options);
 
 }  // namespace mcd

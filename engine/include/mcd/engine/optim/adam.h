@@ -38,8 +38,7 @@ class Adam : public Optimizer {
 
   void step() override;
   StateDict state_dict() const override;
-  void load_state_dict(const StateDict& s,
-                       const std::string& source = "optimizer state") override;
+  void load_state_dict(const StateDict& s, const std::string& source = "optimizer state") override;
 
   AdamOptions options() const;  // .lr is the current lr()
   bool decoupled_weight_decay() const { return decoupled_; }

@@ -58,7 +58,7 @@ class StateReader {
   StateReader(const StateDict& s, std::string source);
 
   bool has(const std::string& key) const;
-  double real(const std::string& key);         // a rank-0 floating tensor
+  double real(const std::string& key);           // a rank-0 floating tensor
   std::int64_t integer(const std::string& key);  // a rank-0 int64 tensor
   // A floating tensor shaped like `param`, copied and converted to the parameter's dtype.
   Tensor buffer_like(const std::string& key, const Tensor& param);

@@ -28,8 +28,7 @@ class Sgd final : public Optimizer {
 
   void step() override;
   StateDict state_dict() const override;
-  void load_state_dict(const StateDict& s,
-                       const std::string& source = "optimizer state") override;
+  void load_state_dict(const StateDict& s, const std::string& source = "optimizer state") override;
 
   SgdOptions options() const;  // .lr is the current lr()
   // Parameter i's momentum buffer (a copy), undefined until its first step with momentum.

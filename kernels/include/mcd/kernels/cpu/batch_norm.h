@@ -20,8 +20,8 @@ void batch_norm_forward_train_cpu(const BatchNormDims& d, const T* x, const T* w
 
 // Eval forward with given (running) statistics: y = (x - mean) * invstd * weight + bias.
 template <class T>
-void batch_norm_forward_eval_cpu(const BatchNormDims& d, const T* x, const T* weight,
-                                 const T* bias, const double* mean, const double* invstd, T* y);
+void batch_norm_forward_eval_cpu(const BatchNormDims& d, const T* x, const T* weight, const T* bias,
+                                 const double* mean, const double* invstd, T* y);
 
 // VJP. Training differentiates through the batch statistics:
 //   dx = weight * invstd / M * (M * dy - sum(dy) - xhat * sum(dy * xhat));

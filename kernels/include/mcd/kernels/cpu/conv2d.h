@@ -1,6 +1,7 @@
 // 2-D convolution CPU kernels (NCHW, contiguous, float and double): forward and the three
 // backward kernels. Every kernel overwrites its output; only autograd accumulates into .grad.
-// Results do not depend on the number of OpenMP threads (fixed reduction order).
+// Sums over the batch run in an order fixed by the shapes, so results repeat run to run and,
+// for batches of two or more, do not depend on the number of OpenMP threads.
 #pragma once
 #include <cstdint>
 

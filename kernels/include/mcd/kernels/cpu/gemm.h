@@ -8,8 +8,8 @@
 namespace mcd::kernels::cpu {
 
 template <class T>
-void gemm_cpu(bool trans_a, bool trans_b, std::int64_t M, std::int64_t N, std::int64_t K,
-              T alpha, const T* A, std::int64_t lda, const T* B, std::int64_t ldb, T beta, T* C,
+void gemm_cpu(bool trans_a, bool trans_b, std::int64_t M, std::int64_t N, std::int64_t K, T alpha,
+              const T* A, std::int64_t lda, const T* B, std::int64_t ldb, T beta, T* C,
               std::int64_t ldc);
 
 // Name of the variant gemm_cpu runs on this CPU ("avx512", "avx2", "baseline").

@@ -29,8 +29,7 @@ void max_pool2d_backward_cpu(const Pool2dGeometry& g, const T* dy, const std::in
 
 // y = v at the argmax elements: the tangent of max pooling for an input tangent v.
 template <class T>
-void max_pool2d_gather_cpu(const Pool2dGeometry& g, const T* v, const std::int64_t* argmax,
-                           T* y);
+void max_pool2d_gather_cpu(const Pool2dGeometry& g, const T* v, const std::int64_t* argmax, T* y);
 
 // y = window sum / (kernel_h * kernel_w): padding counts in the divisor.
 template <class T>

@@ -62,8 +62,8 @@ void kl_div_softmax_backward_cpu(std::int64_t b, std::int64_t v, const T* s, con
 // kl_t_i = inv_tau * ((qS - qT) . s_t_i + (qT * ((log qT - log qS) - kl_i)) . t_t_i);
 // s_t or t_t may be null (zero tangent).
 template <class T>
-void kl_div_softmax_jvp_cpu(std::int64_t b, std::int64_t v, const T* s, const T* t,
-                            double inv_tau, const double* lse_s, const double* lse_t,
-                            const T* s_t, const T* t_t, T* kl_t);
+void kl_div_softmax_jvp_cpu(std::int64_t b, std::int64_t v, const T* s, const T* t, double inv_tau,
+                            const double* lse_s, const double* lse_t, const T* s_t, const T* t_t,
+                            T* kl_t);
 
 }  // namespace mcd::kernels::cpu

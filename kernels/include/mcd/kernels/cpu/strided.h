@@ -11,7 +11,7 @@ namespace mcd::kernels::cpu {
 constexpr int kMaxOperands = 3;
 
 struct StridedGeometry {
-  std::vector<std::int64_t> shape;                               // merged shape
+  std::vector<std::int64_t> shape;                              // merged shape
   std::array<std::vector<std::int64_t>, kMaxOperands> strides;  // in elements, per operand
   int operands = 0;
   std::int64_t numel() const;
@@ -26,20 +26,24 @@ template <class Body>
 void for_each_run(const StridedGeometry& g, Body&& body) {
   const int rank = static_cast<int>(g.shape.size());
   std::array<std::int64_t, kMaxOperands> inner{};
-  for (int k = 0; k < g.operands; ++k) inner[k] = rank ? g.strides[k][rank - 1] : 0;
+  for (int k = 0; k < g.operands; ++k)
+    inner[k] = rank ? g.strides[k][rank - 1] : 0;
   const std::int64_t inner_n = rank ? g.shape[rank - 1] : 1;
   if (inner_n == 0) return;
   std::int64_t outer = 1;
-  for (int d = 0; d + 1 < rank; ++d) outer *= g.shape[d];
+  for (int d = 0; d + 1 < rank; ++d)
+    outer *= g.shape[d];
   std::vector<std::int64_t> idx(rank > 0 ? rank - 1 : 0, 0);
   std::array<std::int64_t, kMaxOperands> off{};
   for (std::int64_t o = 0; o < outer; ++o) {
     body(off, inner_n, inner);
     for (int d = rank - 2; d >= 0; --d) {  // odometer increment
       ++idx[d];
-      for (int k = 0; k < g.operands; ++k) off[k] += g.strides[k][d];
+      for (int k = 0; k < g.operands; ++k)
+        off[k] += g.strides[k][d];
       if (idx[d] < g.shape[d]) break;
-      for (int k = 0; k < g.operands; ++k) off[k] -= g.strides[k][d] * g.shape[d];
+      for (int k = 0; k < g.operands; ++k)
+        off[k] -= g.strides[k][d] * g.shape[d];
       idx[d] = 0;
     }
   }

@@ -18,7 +18,7 @@ expect_exit2("not a registered model" --arch resnet7)
 expect_exit2("/nonexistent/fashion" --data /nonexistent/fashion)
 expect_exit2("--resume needs --run-dir" --resume)
 file(MAKE_DIRECTORY "${SCRATCH}/empty_data")
-expect_exit2("train-images-idx3-ubyte.gz" --data "${SCRATCH}/empty_data")
+expect_exit2("-idx1-ubyte.gz' does not exist" --data "${SCRATCH}/empty_data")
 file(REMOVE_RECURSE "${SCRATCH}")
 
 execute_process(COMMAND "${APP}" --help RESULT_VARIABLE rc OUTPUT_VARIABLE out)

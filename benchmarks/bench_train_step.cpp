@@ -13,6 +13,7 @@
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
 
+#include <mcd/engine/allocator.h>
 #include <mcd/engine/generator.h>
 #include <mcd/engine/ops/reduce.h>
 #include <mcd/engine/ops/softmax.h>
@@ -82,6 +83,7 @@ int main(int argc, char** argv) {
       };
       step();  // warm-up: allocations, first-touch
       std::vector<double> times;
+      const auto before = mcd::host_memory_stats();
       for (std::int64_t i = 0; i < steps; ++i) {
         const auto t0 = std::chrono::steady_clock::now();
         step();
@@ -89,22 +91,29 @@ int main(int argc, char** argv) {
             std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
       }
       const double t = median(times);
+      const auto after = mcd::host_memory_stats();
       const double flops =
           3.0 * 2.0 *
           mcd::bench::resnet_forward_macs(mcd::bench::resnet_shape(arch), c, h, classes) *
           static_cast<double>(batch);
       results.push_back({arch, in, t * 1e3, static_cast<double>(batch) / t, flops / t * 1e-9});
       const auto& r = results.back();
-      nlohmann::json j = {{"bench", "train_step"},
-                          {"arch", arch},
-                          {"input", in},
-                          {"batch", batch},
-                          {"threads", omp_get_max_threads()},
-                          {"gemm", mcd::kernels::cpu::gemm_variant()},
-                          {"ms_per_step", r.ms_per_step},
-                          {"images_per_second", r.images_per_second},
-                          {"gflops", r.gflops},
-                          {"fraction_of_peak", r.gflops / peak_gflops}};
+      nlohmann::json j = {
+          {"bench", "train_step"},
+          {"arch", arch},
+          {"input", in},
+          {"batch", batch},
+          {"threads", omp_get_max_threads()},
+          {"gemm", mcd::kernels::cpu::gemm_variant()},
+          {"ms_per_step", r.ms_per_step},
+          {"images_per_second", r.images_per_second},
+          {"gflops", r.gflops},
+          {"fraction_of_peak", r.gflops / peak_gflops},
+          {"peak_allocated_bytes", after.peak_allocated_bytes},
+          {"reserved_bytes", after.reserved_bytes},
+          {"system_allocations_per_step",
+           static_cast<double>(after.system_allocations - before.system_allocations) /
+               static_cast<double>(steps)}};
       fmt::print("{}\n", j.dump());
       std::fflush(stdout);
     }

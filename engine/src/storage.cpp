@@ -1,8 +1,9 @@
-// Host storage: 64-byte aligned so vector kernels never straddle cache lines at element 0.
+// Host storage: 64-byte aligned blocks from the caching allocator (allocator.cpp).
 #include <cstdlib>
 #include <cstring>
 #include <new>
 
+#include <mcd/engine/allocator.h>
 #include <mcd/engine/error.h>
 #include <mcd/engine/storage.h>
 
@@ -26,13 +27,11 @@ std::string Device::str() const {
 
 Storage::Storage(std::size_t nbytes, Device device) : nbytes_(nbytes), device_(device) {
   MCD_CHECK(device.is_cpu(), "Storage: device {} is not available in this build", device.str());
-  const std::size_t rounded = ((nbytes + 63) / 64) * 64;
-  data_ = std::aligned_alloc(64, rounded == 0 ? 64 : rounded);
-  if (data_ == nullptr) throw std::bad_alloc();
+  data_ = detail::host_allocate(nbytes);
 }
 
 Storage::~Storage() {
-  std::free(data_);
+  detail::host_release(data_, nbytes_);
 }
 
 }  // namespace mcd

@@ -8,6 +8,8 @@
 #include <memory>
 #include <vector>
 
+#include <mcd/kernels/cpu/scratch.h>
+
 #include <mcd/kernels/cpu/gemm.h>
 
 namespace mcd::kernels::cpu {
@@ -20,9 +22,8 @@ constexpr std::int64_t kMaxWeightChunks = 16;
 constexpr std::int64_t kMaxPartialElements = std::int64_t{1} << 24;
 
 template <class T>
-std::unique_ptr<T[]> scratch(std::int64_t n) {
-  return std::make_unique_for_overwrite<T[]>(
-      static_cast<std::size_t>(std::max<std::int64_t>(n, 1)));
+Scratch<T> scratch(std::int64_t n) {
+  return Scratch<T>(n);
 }
 
 // Output columns [lo, hi) whose input column ow * stride - pad + tap lies inside [0, in).

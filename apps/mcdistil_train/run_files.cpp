@@ -30,6 +30,16 @@ void RunDirectory::write_json(const std::string& name, const nlohmann::json& val
   std::filesystem::rename(tmp, target);
 }
 
+nlohmann::json model_json(const ModelSummary& m) {
+  return {{"role", m.role},
+          {"arch", m.arch},
+          {"best_val_acc", m.best_val_acc},
+          {"test_acc_best", m.test_acc_best},
+          {"test_acc_last", m.test_acc_last},
+          {"epochs", m.epochs},
+          {"best_epoch", m.best_epoch}};
+}
+
 nlohmann::json summary_json(const std::string& dataset, const std::string& method,
                             double wall_seconds, const std::vector<ModelSummary>& models) {
   nlohmann::json j;
@@ -38,13 +48,7 @@ nlohmann::json summary_json(const std::string& dataset, const std::string& metho
   j["wall_seconds"] = wall_seconds;
   j["models"] = nlohmann::json::array();
   for (const auto& m : models)
-    j["models"].push_back({{"role", m.role},
-                           {"arch", m.arch},
-                           {"best_val_acc", m.best_val_acc},
-                           {"test_acc_best", m.test_acc_best},
-                           {"test_acc_last", m.test_acc_last},
-                           {"epochs", m.epochs},
-                           {"best_epoch", m.best_epoch}});
+    j["models"].push_back(model_json(m));
   return j;
 }
 

@@ -32,6 +32,7 @@ class RunDirectory {
   std::filesystem::path dir_;
 };
 
+nlohmann::json model_json(const ModelSummary& m);
 nlohmann::json summary_json(const std::string& dataset, const std::string& method,
                             double wall_seconds, const std::vector<ModelSummary>& models);
 

@@ -1,6 +1,6 @@
 // BasicBlock, Bottleneck and ResNet. Child registration order follows torchvision, so
 // named_parameters() lists tensors in the order PyTorch does. Convolutions feeding a
-// BatchNorm have no bias, as in torchvision.
+// BatchNorm have no bias, as in torchvision. A headless ResNet (num_classes 0) has no fc.
 #include <mcd/engine/ops/elementwise.h>
 #include <mcd/engine/ops/pool.h>
 #include <mcd/models/resnet.h>
@@ -82,8 +82,9 @@ std::int64_t block_expansion(BlockKind kind) {
 
 ResNet::ResNet(const ResNetSpec& spec, const ModelConfig& config, Generator& gen)
     : spec_(spec), config_(config) {
-  MCD_CHECK(config.in_channels > 0 && config.num_classes > 0 && config.input_size > 0,
-            "ResNet: invalid config in_channels {}, num_classes {}, input_size {}",
+  MCD_CHECK(config.in_channels > 0 && config.num_classes >= 0 && config.input_size > 0,
+            "ResNet: invalid config in_channels {}, num_classes {} (0 for a headless feature "
+            "extractor), input_size {}",
             config.in_channels, config.num_classes, config.input_size);
   for (std::size_t s = 0; s < 4; ++s)
     MCD_CHECK(spec.blocks[s] > 0 && spec.widths[s] > 0,
@@ -115,7 +116,10 @@ ResNet::ResNet(const ResNetSpec& spec, const ModelConfig& config, Generator& gen
     layers_[s] = register_module("layer" + std::to_string(s + 1), layer);
   }
   feature_dim_ = in_planes;
-  fc_ = register_module("fc", std::make_shared<Linear>(feature_dim_, config.num_classes, gen));
+  // A headless model must not own an unused classifier: its parameters would get zero
+  // gradients and still drift under weight decay.
+  if (config.num_classes > 0)
+    fc_ = register_module("fc", std::make_shared<Linear>(feature_dim_, config.num_classes, gen));
 }
 
 Tensor ResNet::forward_features(const Tensor& x) {
@@ -131,6 +135,10 @@ Tensor ResNet::forward_features(const Tensor& x) {
 }
 
 Tensor ResNet::forward(const Tensor& x) {
+  MCD_CHECK(fc_ != nullptr,
+            "ResNet: forward() needs a classifier, but this model was built headless "
+            "(num_classes 0, no fc); call forward_features() for its (N, {}) features",
+            feature_dim_);
   return fc_->forward(forward_features(x));
 }
 

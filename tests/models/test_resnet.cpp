@@ -1,7 +1,8 @@
 // The ResNet family: torchvision key names and shapes, parameter counts against closed-form
 // counts computed here from the architecture, output shapes for both stems, the registry,
-// float64 derivative checks of blocks and a whole small ResNet (input and parameter
-// tangents, training-mode BatchNorm), and one gradient step that lowers the loss.
+// headless feature extractors (num_classes 0: no fc), float64 derivative checks of blocks
+// and a whole small ResNet (input and parameter tangents, training-mode BatchNorm), and one
+// gradient step that lowers the loss.
 #include <cmath>
 #include <string>
 #include <vector>
@@ -205,7 +206,47 @@ TEST_CASE("the registry lists its models and rejects unknown names", "[registry]
     for (const auto& n : expected)
       CHECK_THAT(msg, Catch::Contains(n));
   }
-  CHECK_THROWS_WITH(make_model("resnet10_s", {3, 0, 32}, gen), Catch::Contains("num_classes 0"));
+  CHECK_THROWS_WITH(make_model("resnet10_s", {3, -1, 32}, gen), Catch::Contains("num_classes -1"));
+}
+
+TEST_CASE("a ResNet with num_classes 0 is a headless feature extractor", "[resnet]") {
+  for (const auto& name : model_names()) {
+    INFO("model " << name);
+    Generator gen(11);
+    auto model = std::dynamic_pointer_cast<ResNet>(make_model(name, {3, 0, 32}, gen));
+    REQUIRE(model != nullptr);
+    CHECK(model->headless());
+    CHECK(model->fc() == nullptr);
+    // Exactly the classifier's parameters are missing, and no key mentions fc.
+    const std::int64_t features = model->feature_dim();
+    CHECK(model->num_parameters() ==
+          expected_parameters(model_spec(name), 3, 100, false) - (features * 100 + 100));
+    for (const auto& [key, value] : model->state_dict())
+      CHECK(key.find("fc") == std::string::npos);
+  }
+  Generator gen(12);
+  auto model = std::dynamic_pointer_cast<ResNet>(make_model("resnet10_xxxs", {1, 0, 28}, gen));
+  const Tensor x = Tensor::randn({2, 1, 28, 28}, gen);
+  CHECK(model->forward_features(x).shape() == Shape{2, 16});
+  try {
+    model->forward(x);
+    FAIL("forward() of a headless ResNet did not throw");
+  } catch (const Error& e) {
+    const std::string msg = e.what();
+    CHECK_THAT(msg, Catch::Contains("headless") && Catch::Contains("num_classes 0") &&
+                        Catch::Contains("no fc") && Catch::Contains("forward_features"));
+  }
+  // The same generator draws the same trunk with or without a classifier.
+  Generator g1(13), g2(13);
+  auto with_fc = make_model("resnet10_xs", {3, 10, 32}, g1);
+  auto headless = make_model("resnet10_xs", {3, 0, 32}, g2);
+  const StateDict a = with_fc->state_dict(), b = headless->state_dict();
+  CHECK(a.size() == b.size() + 2);
+  for (const auto& [key, value] : b) {
+    INFO("key " << key);
+    REQUIRE(a.contains(key));
+    CHECK(a.at(key).to_doubles() == value.to_doubles());
+  }
 }
 
 TEST_CASE("float64 derivatives of residual blocks in training and eval mode", "[grad]") {

@@ -55,6 +55,8 @@ std::int64_t block_expansion(BlockKind kind);
 
 class ResNet : public Module {
  public:
+  // config.num_classes == 0 builds a headless feature extractor: no fc is registered and
+  // forward() throws; forward_features() works either way.
   ResNet(const ResNetSpec& spec, const ModelConfig& config, Generator& gen);
   Tensor forward(const Tensor& x) override;  // (N, C, H, W) -> (N, num_classes) logits
   // The pooled, flattened features that fc reads: (N, C, H, W) -> (N, feature_dim()).
@@ -64,7 +66,8 @@ class ResNet : public Module {
   const ResNetSpec& spec() const { return spec_; }
   const ModelConfig& config() const { return config_; }
   bool imagenet_stem() const { return maxpool_ != nullptr; }
-  const std::shared_ptr<Linear>& fc() const { return fc_; }
+  bool headless() const { return fc_ == nullptr; }
+  const std::shared_ptr<Linear>& fc() const { return fc_; }  // null when headless
 
  private:
   ResNetSpec spec_;

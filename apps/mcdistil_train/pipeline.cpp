@@ -1,0 +1,236 @@
+#include "pipeline.h"
+
+#include <ctime>
+#include <filesystem>
+#include <fstream>
+
+#include <fmt/format.h>
+
+#include <mcd/data/idx.h>
+#include <mcd/data/loader.h>
+#include <mcd/distill/classification.h>
+#include <mcd/engine/generator.h>
+#include <mcd/engine/safetensors.h>
+#include <mcd/models/cnet.h>
+#include <mcd/models/registry.h>
+
+#include "run_files.h"
+#include "stage.h"
+
+namespace mcd::app {
+namespace {
+
+std::string default_run_dir(const Config& c) {
+  const std::time_t now = std::time(nullptr);
+  char stamp[32];
+  std::strftime(stamp, sizeof stamp, "%Y%m%d-%H%M%S", std::localtime(&now));
+  std::string methods;
+  for (const auto& m : c.run.methods)
+    methods += (methods.empty() ? "" : "-") + m;
+  return fmt::format("runs/{}-{}", stamp, methods);
+}
+
+OptimSpec optim_spec(const TrainerConfig& t) {
+  return {t.lr, t.momentum, t.weight_decay, t.nesterov, t.schedule, t.step_size, t.gamma};
+}
+
+std::shared_ptr<nn::Module> load_model(const std::string& arch, const data::Dataset& d,
+                                       const std::string& path) {
+  Generator gen(0);
+  auto m = nn::make_model(arch, {d.channels, d.num_classes, d.height}, gen);
+  m->load_state_dict(load_safetensors(path).tensors, path);
+  m->eval();
+  return m;
+}
+
+std::string joined(const std::vector<std::string>& v, const char* sep) {
+  std::string s;
+  for (const auto& x : v)
+    s += (s.empty() ? "" : sep) + x;
+  return s;
+}
+
+void print_table(const Config& c, const ModelSummary& teacher,
+                 const std::vector<std::pair<std::string, StageResult>>& methods) {
+  fmt::print("\nteacher {}: test accuracy {:.4f} (best validation {:.4f})\n", teacher.arch,
+             teacher.test_acc_best, teacher.best_val_acc);
+  fmt::print(
+      "\ntest accuracy of each student at its best-validation epoch (and at the last epoch)\n");
+  fmt::print("{:<16}", "student");
+  for (const auto& [m, r] : methods)
+    fmt::print(" {:>20}", m);
+  fmt::print("\n");
+  for (std::size_t k = 0; k < c.students.archs.size(); ++k) {
+    fmt::print("{:<16}", c.students.archs[k]);
+    for (const auto& [m, r] : methods)
+      fmt::print(" {:>20}", fmt::format("{:.4f} ({:.4f})", r.models[k].test_acc_best,
+                                        r.models[k].test_acc_last));
+    fmt::print("\n");
+  }
+  fmt::print("{:<16}", "s/epoch");
+  for (const auto& [m, r] : methods)
+    fmt::print(" {:>20.1f}", r.seconds_per_epoch);
+  fmt::print("\n");
+}
+
+}  // namespace
+
+int run_pipeline(const Config& c, const PipelineOptions& o, const std::atomic<bool>& stop) {
+  const auto wall0 = std::chrono::steady_clock::now();
+  if (!std::filesystem::is_directory(c.data.path)) {
+    fmt::print(stderr,
+               "error: data.path {}: no such directory (install Fashion-MNIST with "
+               "'apt-get install dataset-fashion-mnist' or point --data at the IDX files)\n",
+               c.data.path);
+    return 2;
+  }
+  data::TrainTest data;
+  try {
+    data = data::load_fashion_mnist(c.data.path);
+  } catch (const std::exception& e) {
+    fmt::print(stderr, "error: data.path {}: {}\n", c.data.path, e.what());
+    return 2;
+  }
+  DataSplits d;
+  d.train = &data.train;
+  d.test = &data.test;
+  d.split = data::train_val_split(data.train.size(), c.data.val_fraction,
+                                  static_cast<std::uint64_t>(c.run.seed));
+  if (c.data.limit_train > 0 &&
+      c.data.limit_train < static_cast<std::int64_t>(d.split.train.size()))
+    d.split.train.resize(static_cast<std::size_t>(c.data.limit_train));
+  d.normalization = data::channel_statistics(data.train, d.split.train);
+  d.batch_size = c.data.batch_size;
+  d.eval_batch_size = c.data.eval_batch_size;
+  d.crop_padding = c.data.crop_padding;
+  d.flip = c.data.flip;
+
+  RunDirectory run(c.run.dir.empty() ? default_run_dir(c) : c.run.dir);
+  {
+    std::ofstream(run.file("config.toml")) << to_toml(c);
+    run.write_json("config.json", to_json(c));
+    nlohmann::json split = {{"train", d.split.train}, {"val", d.split.val}};
+    run.write_json("split.json", split);
+  }
+  fmt::print(stderr, "run directory: {}\n", run.path().string());
+  const auto seed = static_cast<std::uint64_t>(c.run.seed);
+
+  // 1. Teacher.
+  ModelSummary teacher_summary{"teacher", c.teacher.arch};
+  std::string teacher_path = c.teacher.checkpoint;
+  if (teacher_path.empty()) {
+    StageSpec s{"teacher",
+                "ce",
+                "teacher",
+                {c.teacher.arch},
+                {},
+                c.teacher.epochs,
+                optim_spec(c.teacher.optim),
+                seed + 1,
+                c.run.progress};
+    StageResult r = run_stage(
+        s, d, nullptr, [] { return distill::ce_weighting(); }, c.distill.tau, run, o.resume, stop,
+        o.stop_after_steps);
+    teacher_summary = r.models[0];
+    teacher_path = r.best_checkpoints[0];
+  }
+  auto teacher = load_model(c.teacher.arch, data.train, teacher_path);
+  if (!c.teacher.checkpoint.empty()) {
+    std::vector<std::int64_t> test_idx(static_cast<std::size_t>(data.test.size()));
+    for (std::size_t i = 0; i < test_idx.size(); ++i)
+      test_idx[i] = static_cast<std::int64_t>(i);
+    teacher_summary.best_val_acc =
+        distill::evaluate(*teacher, data.train, d.split.val, d.normalization, d.eval_batch_size)
+            .accuracy;
+    teacher_summary.test_acc_best = teacher_summary.test_acc_last =
+        distill::evaluate(*teacher, data.test, test_idx, d.normalization, d.eval_batch_size)
+            .accuracy;
+  }
+
+  // 2. Students: warm start with CE, or load.
+  std::vector<std::string> loaded;
+  if (!c.students.checkpoint_dir.empty())
+    for (const auto& arch : c.students.archs)
+      loaded.push_back((std::filesystem::path(c.students.checkpoint_dir) /
+                        fmt::format("student_{}.safetensors", arch))
+                           .string());
+  StageSpec warm{"warmstart",
+                 "ce",
+                 "student",
+                 c.students.archs,
+                 loaded,
+                 loaded.empty() ? c.students.warm_start_epochs : 0,
+                 optim_spec(c.students.optim),
+                 seed + 2,
+                 c.run.progress};
+  const StageResult warm_result = run_stage(
+      warm, d, nullptr, [] { return distill::ce_weighting(); }, c.distill.tau, run, o.resume, stop,
+      o.stop_after_steps);
+
+  // 3. Each method from the same warm-started students, on the same batches.
+  std::vector<std::pair<std::string, StageResult>> results;
+  for (const std::string& method : c.run.methods) {
+    StageSpec s{method,
+                method,
+                "student",
+                c.students.archs,
+                warm_result.best_checkpoints,
+                c.distill.epochs,
+                optim_spec(c.students.optim),
+                seed + 3,
+                c.run.progress};
+    PolicyFactory make_policy;
+    if (method == "ce") {
+      make_policy = [] { return distill::ce_weighting(); };
+    } else if (method == "kd") {
+      make_policy = [&] { return distill::kd_weighting(c.distill.kd_alpha); };
+    } else {
+      make_policy = [&]() -> std::unique_ptr<distill::WeightingPolicy> {
+        nn::CNetConfig cc;
+        cc.input = nn::parse_cnet_input(c.cnet.input);
+        cc.head = nn::parse_cnet_head(c.cnet.head);
+        cc.num_students = static_cast<std::int64_t>(c.students.archs.size());
+        cc.backbone = c.cnet.backbone;
+        cc.image = {data.train.channels, 0, data.train.height};
+        Generator gen(seed * 31 + 7);
+        auto cnet = std::make_shared<nn::CNet>(cc, gen);
+        optim::AdamOptions adam;
+        adam.lr = c.cnet.lr;
+        adam.weight_decay = c.cnet.weight_decay;
+        data::LoaderOptions vo;  // meta batches: held-out split, never augmented
+        vo.batch_size = c.distill.meta_batch_size;
+        vo.shuffle = true;
+        vo.normalization = d.normalization;
+        vo.seed = seed + 4;
+        return std::make_unique<distill::CNetWeighting>(
+            cnet, adam, c.distill.meta_interval, data::BatchIterator(data.train, d.split.val, vo),
+            c.cnet.batchnorm_train);
+      };
+    }
+    results.emplace_back(method, run_stage(s, d, method == "ce" ? nullptr : teacher, make_policy,
+                                           c.distill.tau, run, o.resume, stop, o.stop_after_steps));
+  }
+
+  // 4. Report.
+  const double wall =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - wall0).count();
+  nlohmann::json summary =
+      summary_json(c.data.dataset, joined(c.run.methods, ","), wall, {teacher_summary});
+  for (const auto& [method, r] : results) {
+    for (const auto& m : r.models) {
+      nlohmann::json entry = model_json(m);
+      entry["method"] = method;
+      summary["models"].push_back(entry);
+    }
+    summary["stages"][method] = {{"seconds_per_epoch", r.seconds_per_epoch},
+                                 {"peak_bytes", r.peak_bytes}};
+  }
+  summary["stages"]["warmstart"] = {{"seconds_per_epoch", warm_result.seconds_per_epoch},
+                                    {"peak_bytes", warm_result.peak_bytes}};
+  run.write_json("summary.json", summary);
+  print_table(c, teacher_summary, results);
+  fmt::print("summary: {}\n", run.file("summary.json").string());
+  return 0;
+}
+
+}  // namespace mcd::app

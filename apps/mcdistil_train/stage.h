@@ -1,0 +1,71 @@
+// A pipeline stage: K models trained together by the one distill::Trainer under one
+// weighting policy for a number of epochs (teacher training, student warm start, and each
+// distillation method are all stages). The stage evaluates every model on the validation and
+// test splits each epoch, keeps each model's best-validation weights, logs metrics, and
+// checkpoints its exact position (weights, optimizers, policy state, loader position,
+// meters) so that an interrupted run resumes bit-identically.
+#pragma once
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <mcd/data/dataset.h>
+#include <mcd/data/split.h>
+#include <mcd/data/transforms.h>
+#include <mcd/distill/trainer.h>
+
+#include "run_files.h"
+
+namespace mcd::app {
+
+struct OptimSpec {
+  double lr = 0.1, momentum = 0.9, weight_decay = 5e-4;
+  bool nesterov = false;
+  std::string schedule = "cosine";  // cosine | step | constant, per epoch
+  std::int64_t step_size = 30;
+  double gamma = 0.1;
+};
+
+struct DataSplits {
+  const data::Dataset* train = nullptr;
+  const data::Dataset* test = nullptr;
+  data::Split split;
+  data::Normalization normalization;
+  std::int64_t batch_size = 128, eval_batch_size = 500;
+  std::int64_t crop_padding = 0;
+  bool flip = false;
+};
+
+struct StageSpec {
+  std::string name;    // file prefix and metrics tag: teacher, warmstart, ce, kd, mcdistil
+  std::string method;  // ce | kd | mcdistil (the weighting policy's name)
+  std::string role;    // teacher | student
+  std::vector<std::string> archs;
+  std::vector<std::string> init_checkpoints;  // per model: weights to start from ("" = fresh)
+  std::int64_t epochs = 1;
+  OptimSpec optim;
+  std::uint64_t seed = 0;
+  bool progress = true;
+};
+
+struct StageResult {
+  std::vector<ModelSummary> models;
+  std::vector<std::string> best_checkpoints;  // per model, best-validation weights
+  double seconds = 0.0;                       // wall time of the training epochs
+  double seconds_per_epoch = 0.0;
+  std::int64_t peak_bytes = 0;  // host memory high-water mark in this stage
+};
+
+struct Interrupted {};
+
+// Runs (or, with resume, continues or skips) a stage. `make_policy` builds the weighting
+// policy once the students exist; `teacher` may be null for CE stages.
+using PolicyFactory = std::function<std::unique_ptr<distill::WeightingPolicy>()>;
+StageResult run_stage(const StageSpec& spec, const DataSplits& data,
+                      std::shared_ptr<nn::Module> teacher, const PolicyFactory& make_policy,
+                      double tau, const RunDirectory& run, bool resume,
+                      const std::atomic<bool>& stop, std::int64_t stop_after_steps = 0);
+
+}  // namespace mcd::app

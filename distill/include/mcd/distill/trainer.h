@@ -1,0 +1,134 @@
+// One trainer for every method: K students learn from an optional frozen teacher through the
+// fused loss, with per-sample weights from a pluggable WeightingPolicy:
+//   CE        alpha = 1, beta = 0, no teacher (teacher training, warm start, the CE baseline)
+//   KD        alpha = 1 - a, beta = a (Hinton: (1 - a) CE + a tau^2 KL)
+//   MC-Distil weights from the C-Net, itself trained by the lookahead meta step every L
+//             iterations (meta_step.h), before that iteration's normal step
+// The teacher's logits are computed once per batch and shared by the meta step and the step.
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include <mcd/data/loader.h>
+#include <mcd/distill/fused_loss.h>
+#include <mcd/distill/meta_step.h>
+#include <mcd/engine/optim/adam.h>
+#include <mcd/engine/optim/lr_schedule.h>
+#include <mcd/engine/optim/sgd.h>
+#include <mcd/models/cnet.h>
+#include <mcd/models/module.h>
+
+namespace mcd::distill {
+
+// Running sums over an epoch; saved in checkpoints so a resumed epoch reports the same.
+struct Meters {
+  double loss = 0, ce = 0, kl = 0;                        // sums of batch means times batch size
+  double alpha = 0, alpha_sq = 0, beta = 0, beta_sq = 0;  // sums over samples
+  std::int64_t correct = 0, seen = 0;
+  void reset() { *this = Meters(); }
+  double mean(double sum) const { return seen > 0 ? sum / static_cast<double>(seen) : 0.0; }
+  double spread(double sum, double sum_sq) const;  // standard deviation over samples
+  std::vector<double> to_vector() const;
+  static Meters from_vector(const std::vector<double>& v);
+};
+
+struct Student {
+  std::string name;
+  std::shared_ptr<nn::Module> model;
+  std::unique_ptr<optim::Sgd> optimizer;
+  std::unique_ptr<optim::LrSchedule> schedule;  // evaluated per epoch
+  Meters meters;
+};
+
+class WeightingPolicy {
+ public:
+  virtual ~WeightingPolicy() = default;
+  virtual std::string name() const = 0;
+  virtual bool needs_teacher() const = 0;
+  // Runs before the normal step of `iteration` (counted over the whole stage).
+  virtual void before_step(std::int64_t iteration, std::vector<Student>& students,
+                           const LabelledBatch& batch, const TeacherTargets& teacher) {}
+  // alpha and beta (K, B), detached, for the batch given the students' logits on it.
+  virtual std::pair<Tensor, Tensor> weights(const LabelledBatch& batch,
+                                            const TeacherTargets& teacher,
+                                            const std::vector<Tensor>& student_logits) = 0;
+  virtual StateDict state_dict() const { return {}; }
+  virtual void load_state_dict(const StateDict& state, const std::string& source) {}
+};
+
+class FixedWeighting final : public WeightingPolicy {
+ public:
+  FixedWeighting(std::string name, double alpha, double beta);
+  std::string name() const override { return name_; }
+  bool needs_teacher() const override { return beta_ != 0.0; }
+  std::pair<Tensor, Tensor> weights(const LabelledBatch& batch, const TeacherTargets& teacher,
+                                    const std::vector<Tensor>& student_logits) override;
+
+ private:
+  std::string name_;
+  double alpha_, beta_;
+};
+
+std::unique_ptr<WeightingPolicy> ce_weighting();
+std::unique_ptr<WeightingPolicy> kd_weighting(double kd_alpha);
+
+class CNetWeighting final : public WeightingPolicy {
+ public:
+  // Meta batches come from `val_loader` (the held-out split, never augmented), cycling
+  // through its epochs; `batchnorm_train` keeps the C-Net's BatchNorm in training mode for
+  // the weights of the normal step too (the released code's behaviour).
+  CNetWeighting(std::shared_ptr<nn::CNet> cnet, optim::AdamOptions adam, std::int64_t meta_interval,
+                data::BatchIterator val_loader, bool batchnorm_train);
+  std::string name() const override { return "mcdistil"; }
+  bool needs_teacher() const override { return true; }
+  void before_step(std::int64_t iteration, std::vector<Student>& students,
+                   const LabelledBatch& batch, const TeacherTargets& teacher) override;
+  std::pair<Tensor, Tensor> weights(const LabelledBatch& batch, const TeacherTargets& teacher,
+                                    const std::vector<Tensor>& student_logits) override;
+  StateDict state_dict() const override;
+  void load_state_dict(const StateDict& state, const std::string& source) override;
+
+  nn::CNet& cnet() { return *cnet_; }
+  std::int64_t meta_steps() const { return meta_steps_; }
+  double last_meta_loss() const { return last_meta_loss_; }
+
+ private:
+  LabelledBatch next_meta_batch();
+
+  std::shared_ptr<nn::CNet> cnet_;
+  optim::Adam adam_;
+  std::int64_t meta_interval_;
+  data::BatchIterator val_loader_;
+  bool batchnorm_train_;
+  std::int64_t meta_steps_ = 0;
+  double last_meta_loss_ = 0.0;
+};
+
+// The per-step loop body shared by every method and stage.
+class Trainer {
+ public:
+  // teacher may be null when the policy needs none; it is used in eval mode, never updated.
+  Trainer(std::vector<Student>& students, std::shared_ptr<nn::Module> teacher,
+          std::unique_ptr<WeightingPolicy> policy, double tau);
+
+  // One iteration on `batch`: teacher logits once, the policy's meta step if due, every
+  // student's forward, the fused loss for all students, backward and SGD step per student.
+  void step(const data::Batch& batch);
+
+  std::int64_t iteration() const { return iteration_; }
+  void set_iteration(std::int64_t it) { iteration_ = it; }
+  WeightingPolicy& policy() { return *policy_; }
+  std::vector<Student>& students() { return students_; }
+
+ private:
+  std::vector<Student>& students_;
+  std::shared_ptr<nn::Module> teacher_;
+  std::unique_ptr<WeightingPolicy> policy_;
+  double tau_;
+  std::int64_t iteration_ = 0;
+};
+
+}  // namespace mcd::distill

@@ -1,0 +1,206 @@
+// The exact lookahead meta-gradient (see meta_step.h for the derivation and invariants).
+#include <mcd/distill/meta_step.h>
+
+#include <algorithm>
+
+#include <mcd/engine/autograd.h>
+#include <mcd/engine/ops/elementwise.h>
+#include <mcd/engine/ops/reduce.h>
+#include <mcd/engine/ops/shape_ops.h>
+#include <mcd/engine/ops/softmax.h>
+
+namespace mcd::distill {
+namespace {
+
+// Copies of a module's buffers (BatchNorm running statistics), restored bit for bit.
+class BufferSnapshot {
+ public:
+  explicit BufferSnapshot(const nn::Module& m) {
+    for (const auto& [name, b] : m.named_buffers())
+      saved_.emplace_back(b, b.clone());
+  }
+  void restore() const {
+    for (const auto& [live, copy] : saved_)
+      Tensor(live).copy_(copy);
+  }
+
+ private:
+  std::vector<std::pair<Tensor, Tensor>> saved_;
+};
+
+// Puts a module in training mode for the scope and restores its previous mode.
+class TrainModeScope {
+ public:
+  explicit TrainModeScope(nn::Module& m) : m_(m), was_(m.is_training()) { m_.train(); }
+  ~TrainModeScope() { m_.train(was_); }
+  TrainModeScope(const TrainModeScope&) = delete;
+  TrainModeScope& operator=(const TrainModeScope&) = delete;
+
+ private:
+  nn::Module& m_;
+  bool was_;
+};
+
+// d(direction)/d(grad) for parameter i of `opt` (see meta_step.h).
+double direction_gradient_factor(const optim::Sgd& opt, std::size_t i) {
+  const optim::SgdOptions o = opt.options();
+  if (o.momentum == 0.0) return 1.0;
+  const bool has_buffer = opt.momentum_buffer(i).defined();
+  const double b = has_buffer ? 1.0 - o.dampening : 1.0;  // d buf / d grad
+  return o.nesterov ? 1.0 + o.momentum * b : b;
+}
+
+// Largest softmax probability per row: (B, V) -> (B).
+Tensor confidence(const Tensor& logits) {
+  const Tensor p = softmax(logits.detach(), -1).to(DType::Float64).contiguous();
+  const std::int64_t B = p.size(0), V = p.size(1);
+  std::vector<double> out(static_cast<std::size_t>(B));
+  const double* pp = p.data<double>();
+  for (std::int64_t i = 0; i < B; ++i)
+    out[i] = *std::max_element(pp + i * V, pp + (i + 1) * V);
+  return Tensor::from_vector(out, {B}).to(logits.dtype());
+}
+
+std::vector<Tensor> detached(const std::vector<Tensor>& ts) {
+  std::vector<Tensor> out;
+  for (const Tensor& t : ts)
+    out.push_back(t.detach());
+  return out;
+}
+
+}  // namespace
+
+Tensor student_signals(const std::vector<Tensor>& student_logits, const TeacherTargets& teacher,
+                       const Tensor& labels) {
+  MCD_CHECK(!student_logits.empty(), "student_signals: no students");
+  NoGradGuard no_grad;
+  const std::int64_t K = static_cast<std::int64_t>(student_logits.size());
+  const std::int64_t B = student_logits[0].size(0);
+  const Tensor zeros = Tensor::zeros({K, B}, student_logits[0].dtype());
+  const FusedLossOutput f =
+      fused_distill_loss(detached(student_logits), teacher, labels, zeros, zeros);
+  std::vector<Tensor> columns;
+  for (std::int64_t k = 0; k < K; ++k) {
+    columns.push_back(f.ce.slice(0, k, k + 1).reshape({B, 1}));
+    columns.push_back(f.kl.slice(0, k, k + 1).reshape({B, 1}));
+    columns.push_back(confidence(student_logits[k]).reshape({B, 1}));
+  }
+  return concat(columns, 1);
+}
+
+Tensor cnet_weights(nn::CNet& cnet, const Tensor& images, const std::vector<Tensor>& student_logits,
+                    const TeacherTargets& teacher, const Tensor& labels) {
+  if (cnet.config().input == nn::CNetInput::ImageStudents)
+    return cnet.weights(images, student_signals(student_logits, teacher, labels));
+  return cnet.weights(images, Tensor());
+}
+
+Tensor alpha_of(const Tensor& w) {
+  return w.slice(1, 0, w.size(1), 2).transpose(0, 1).contiguous();
+}
+
+Tensor beta_of(const Tensor& w) {
+  return w.slice(1, 1, w.size(1), 2).transpose(0, 1).contiguous();
+}
+
+MetaStepResult meta_gradient(const std::vector<StudentRef>& students, nn::CNet& cnet,
+                             const LabelledBatch& train, const TeacherTargets& teacher,
+                             const LabelledBatch& val) {
+  const std::size_t K = students.size();
+  MCD_CHECK(K >= 1, "meta_gradient: no students");
+  MCD_CHECK(static_cast<std::int64_t>(K) == cnet.config().num_students,
+            "meta_gradient: {} students but the C-Net weighs {}", K, cnet.config().num_students);
+  const std::int64_t B = train.images.size(0);
+  const double tau = teacher.tau;
+
+  std::vector<BufferSnapshot> buffers;
+  std::vector<std::vector<Tensor>> params(K);
+  for (std::size_t k = 0; k < K; ++k) {
+    buffers.emplace_back(*students[k].model);
+    params[k] = students[k].model->parameters();
+  }
+
+  // 1. Logits at theta_k (training-mode BatchNorm) and the C-Net's weights for the batch.
+  std::vector<Tensor> logits(K);
+  for (std::size_t k = 0; k < K; ++k) {
+    TrainModeScope mode(*students[k].model);
+    logits[k] = (*students[k].model)(train.images);
+    buffers[k].restore();
+  }
+  const Tensor w = cnet_weights(cnet, train.images, logits, teacher, train.labels);
+  const Tensor alpha = alpha_of(w.detach()), beta = beta_of(w.detach());
+  const FusedLossOutput loss =
+      fused_distill_loss(detached(logits), teacher, train.labels, alpha, beta);
+
+  MetaStepResult r;
+  r.weights = w.detach();
+  r.student_losses = loss.loss;
+  std::vector<double> meta_losses(K);
+  const DType dtype = w.dtype();
+  Tensor weight_grad = Tensor::zeros({B, 2 * static_cast<std::int64_t>(K)}, dtype);
+
+  for (std::size_t k = 0; k < K; ++k) {
+    nn::Module& model = *students[k].model;
+    const optim::Sgd& opt = *students[k].optimizer;
+    const auto& p = params[k];
+    const Tensor dz = loss.grad_logits.slice(0, static_cast<std::int64_t>(k), k + 1).squeeze(0);
+    const std::vector<Tensor> g = grad({logits[k]}, p, {dz});
+
+    // 2. theta' = theta - eta d(theta; g); M_k and v_k at theta' (training-mode BatchNorm).
+    std::vector<Tensor> saved;
+    std::vector<Tensor> v;
+    {
+      NoGradGuard no_grad;
+      for (std::size_t i = 0; i < p.size(); ++i) {
+        saved.push_back(p[i].detach().clone());
+        Tensor(p[i]).add_(opt.lookahead_direction(i, g[i]), -opt.lr());
+      }
+    }
+    {
+      TrainModeScope mode(model);
+      const Tensor m = mean(cross_entropy(model(val.images), val.labels));
+      meta_losses[k] = m.item();
+      v = grad({m}, p);
+    }
+    {
+      NoGradGuard no_grad;
+      for (std::size_t i = 0; i < p.size(); ++i)
+        Tensor(p[i]).copy_(saved[i]);
+    }
+    buffers[k].restore();
+
+    // 3. All B inner products <c v_k, grad_theta ce_ki> and <c v_k, grad_theta kl_ki> by one
+    //    forward-mode pass at theta_k, tangent c_i v_i on parameter i.
+    std::vector<Tensor> tangents;
+    for (std::size_t i = 0; i < p.size(); ++i)
+      tangents.push_back(mul(v[i], direction_gradient_factor(opt, i)));
+    Tensor logit_tangent;
+    {
+      NoGradGuard no_grad;
+      TrainModeScope mode(model);
+      DualScope dual(p, tangents);
+      logit_tangent = model(train.images).tangent();
+    }
+    buffers[k].restore();
+    MCD_CHECK(logit_tangent.defined(), "meta_gradient: student {} produced no tangent", k);
+
+    std::vector<Tensor> one_logits = {logits[k].detach()};
+    const auto ki = static_cast<std::int64_t>(k);
+    const FusedLossJvp j =
+        fused_distill_loss_jvp(one_logits, teacher, train.labels, alpha.slice(0, ki, ki + 1),
+                               beta.slice(0, ki, ki + 1), {logit_tangent});
+    const double scale = -opt.lr() / static_cast<double>(B);
+    // dM/dalpha_ki and dM/dbeta_ki into columns 2k and 2k+1.
+    weight_grad.slice(1, 2 * ki, 2 * ki + 1).copy_(mul(j.ce_t, scale).reshape({B, 1}));
+    weight_grad.slice(1, 2 * ki + 1, 2 * ki + 2)
+        .copy_(mul(j.kl_t, scale * tau * tau).reshape({B, 1}));
+  }
+
+  // 4. Back-propagate dM/dw into the C-Net.
+  r.meta_losses = Tensor::from_vector(meta_losses, {static_cast<std::int64_t>(K)}).to(dtype);
+  r.weight_grad = weight_grad;
+  r.cnet_grads = grad({w}, cnet.parameters(), {weight_grad});
+  return r;
+}
+
+}  // namespace mcd::distill

@@ -192,8 +192,13 @@ StageResult run_stage(const StageSpec& spec, const DataSplits& d,
     s.name = spec.archs[k];
     s.model = nn::make_model(spec.archs[k], {train.channels, train.num_classes, train.height}, gen);
     if (k < spec.init_checkpoints.size() && !spec.init_checkpoints[k].empty()) {
-      const SafetensorsFile f = load_safetensors(spec.init_checkpoints[k]);
-      s.model->load_state_dict(f.tensors, spec.init_checkpoints[k]);
+      try {
+        const SafetensorsFile f = load_safetensors(spec.init_checkpoints[k]);
+        s.model->load_state_dict(f.tensors, spec.init_checkpoints[k]);
+      } catch (const Error& e) {
+        fail("stage {}: cannot initialise model {} ({}) from {}: {}", spec.name, k, spec.archs[k],
+             spec.init_checkpoints[k], e.what());
+      }
     }
     optim::SgdOptions so;
     so.lr = spec.optim.lr;

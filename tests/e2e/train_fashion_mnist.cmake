@@ -1,5 +1,6 @@
-# End to end: trains a small ResNet with apps/mcdistil_train on a subset of Fashion-MNIST and
-# requires the test accuracy in summary.json to reach MIN_TEST_ACC.
+# End to end: runs the whole mcdistil_train pipeline (teacher, warm start, distillation) on a
+# subset of Fashion-MNIST and requires the teacher's test accuracy in summary.json to reach
+# MIN_TEST_ACC and every student to beat chance.
 # Invoked as: cmake -DAPP=... -DRUN_DIR=... -DMIN_TEST_ACC=0.85 -DARGS="..." -P this file
 separate_arguments(app_args UNIX_COMMAND "${ARGS}")
 if(NOT EXISTS /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz)
@@ -18,7 +19,11 @@ string(JSON acc GET "${summary}" models 0 test_acc_best)
 string(JSON last GET "${summary}" models 0 test_acc_last)
 string(JSON role GET "${summary}" models 0 role)
 message(STATUS "method ${method}, ${n} model(s), role ${role}: test accuracy ${acc} at the best validation epoch, ${last} at the last")
-foreach(f metrics.jsonl config.json student_best.safetensors student_last.safetensors)
+string(JSON student_acc GET "${summary}" models 1 test_acc_best)
+if(student_acc LESS 0.5)
+  message(FATAL_ERROR "the distilled student reached only ${student_acc}")
+endif()
+foreach(f metrics.jsonl config.toml config.json split.json teacher_last.safetensors teacher_done.json)
   if(NOT EXISTS "${RUN_DIR}/${f}")
     message(FATAL_ERROR "the run directory lacks ${f}")
   endif()

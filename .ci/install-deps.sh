@@ -7,7 +7,7 @@ sudo_cmd=()
 packages=(
   build-essential cmake ninja-build pkg-config
   libeigen3-dev catch2 libfmt-dev nlohmann-json3-dev libcli11-dev libtomlplusplus-dev
-  zlib1g-dev libomp-dev
+  zlib1g-dev libomp-dev libjpeg-dev libpng-dev
   dataset-fashion-mnist
 )
 missing=()

@@ -1,6 +1,6 @@
-// Batch assembly: OpenMP over the samples of a batch; each sample is cropped/flipped in uint8
-// (augment_image) and then scaled as pixel * scale[c] + bias[c], which equals
-// (pixel / 255 - mean[c]) / std[c].
+// Batch assembly: OpenMP over the samples of a batch (unless the caller builds batches on its
+// own threads); each sample goes through AugmentPipeline (augment.h), whose normalisation
+// pixel * scale[c] + bias[c] equals (pixel / 255 - mean[c]) / std[c].
 #include <mcd/data/loader.h>
 
 #include <algorithm>
@@ -14,59 +14,30 @@
 namespace mcd::data {
 namespace {
 
-struct ChannelAffine {
-  std::vector<float> scale, bias;  // (C)
-};
-
-ChannelAffine channel_affine(const Normalization& norm, std::int64_t channels) {
-  ChannelAffine a;
-  for (std::int64_t c = 0; c < channels; ++c) {
-    const double mean = norm.mean.empty() ? 0.0 : norm.mean[static_cast<std::size_t>(c)];
-    const double sd = norm.std.empty() ? 1.0 : norm.std[static_cast<std::size_t>(c)];
-    a.scale.push_back(static_cast<float>(1.0 / (255.0 * sd)));
-    a.bias.push_back(static_cast<float>(-mean / sd));
-  }
-  return a;
-}
-
-void normalize_image(const std::uint8_t* src, float* dst, std::int64_t channels, std::int64_t plane,
-                     const ChannelAffine& a) {
-  for (std::int64_t c = 0; c < channels; ++c) {
-    const float scale = a.scale[static_cast<std::size_t>(c)];
-    const float bias = a.bias[static_cast<std::size_t>(c)];
-    const std::uint8_t* in = src + c * plane;
-    float* out = dst + c * plane;
-    for (std::int64_t k = 0; k < plane; ++k)
-      out[k] = static_cast<float>(in[k]) * scale + bias;
-  }
-}
-
 // Fills a batch from `indices` (dataset indices); `draws` is either empty (no augmentation)
-// or holds one draw per sample.
-Batch assemble(const Dataset& d, std::vector<std::int64_t> indices, const Normalization& norm,
-               std::int64_t padding, const std::vector<AugmentDraw>& draws) {
+// or holds one draw per sample. `parallel` allows OpenMP over the samples.
+Batch assemble(const Dataset& d, std::vector<std::int64_t> indices, const AugmentPipeline& pipeline,
+               const std::vector<SampleAugmentation>& draws, bool parallel) {
   const auto count = static_cast<std::int64_t>(indices.size());
   const std::int64_t numel = d.image_numel();
-  const ChannelAffine affine = channel_affine(norm, d.channels);
   Batch b;
   b.images = Tensor::empty({count, d.channels, d.height, d.width}, DType::Float32);
   b.labels = Tensor::empty({count}, DType::Int64);
   float* images = b.images.data<float>();
   std::int64_t* labels = b.labels.data<std::int64_t>();
   const bool augment = !draws.empty();
-#pragma omp parallel if (count * numel >= 32768)
+#pragma omp parallel if (parallel && count * numel >= 32768)
   {
-    std::vector<std::uint8_t> scratch(augment ? static_cast<std::size_t>(numel) : 0);
+    AugmentScratch scratch;
 #pragma omp for schedule(static)
     for (std::int64_t i = 0; i < count; ++i) {
       const std::int64_t idx = indices[static_cast<std::size_t>(i)];
       const std::uint8_t* src = d.image(idx);
       if (augment) {
-        augment_image(src, scratch.data(), d.channels, d.height, d.width, padding,
-                      draws[static_cast<std::size_t>(i)]);
-        src = scratch.data();
+        pipeline.apply(src, draws[static_cast<std::size_t>(i)], images + i * numel, scratch);
+      } else {
+        pipeline.normalize(src, images + i * numel);
       }
-      normalize_image(src, images + i * numel, d.channels, d.height * d.width, affine);
       labels[i] = d.labels[static_cast<std::size_t>(idx)];
     }
   }
@@ -81,20 +52,16 @@ Batch make_batch(const Dataset& data, const std::vector<std::int64_t>& indices,
   check_dataset(data, "make_batch");
   check_indices(data, indices, "make_batch");
   check_normalization(norm, data.channels, "make_batch");
-  return assemble(data, indices, norm, 0, {});
+  const AugmentPipeline pipeline(Augmentation{}, norm, data.channels, data.height, data.width);
+  return assemble(data, indices, pipeline, {}, true);
 }
 
 BatchIterator::BatchIterator(const Dataset& data, std::vector<std::int64_t> indices,
                              LoaderOptions options)
-    : data_(&data), indices_(std::move(indices)), options_(std::move(options)) {
-  check_dataset(data, "BatchIterator");
-  check_indices(data, indices_, "BatchIterator");
-  check_normalization(options_.normalization, data.channels, "BatchIterator");
-  MCD_CHECK(options_.batch_size > 0, "BatchIterator: batch_size = {}, expected > 0",
-            options_.batch_size);
-  MCD_CHECK(options_.augmentation.crop_padding >= 0,
-            "BatchIterator: augmentation.crop_padding = {}, expected >= 0",
-            options_.augmentation.crop_padding);
+    : data_(&data),
+      indices_(std::move(indices)),
+      options_(std::move(options)),
+      pipeline_(checked_pipeline(data, indices_, options_)) {
   start_epoch(0);
 }
 
@@ -117,22 +84,46 @@ std::int64_t BatchIterator::batches_per_epoch() const {
   return options_.drop_last ? n / bs : (n + bs - 1) / bs;
 }
 
+AugmentPipeline BatchIterator::checked_pipeline(const Dataset& data,
+                                                const std::vector<std::int64_t>& indices,
+                                                const LoaderOptions& options) {
+  check_dataset(data, "BatchIterator");
+  check_indices(data, indices, "BatchIterator");
+  check_normalization(options.normalization, data.channels, "BatchIterator");
+  MCD_CHECK(options.batch_size > 0, "BatchIterator: batch_size = {}, expected > 0",
+            options.batch_size);
+  check_augmentation(options.augmentation, data.channels, "BatchIterator");
+  return AugmentPipeline(options.augmentation, options.normalization, data.channels, data.height,
+                         data.width);
+}
+
 Batch BatchIterator::batch(std::int64_t b) const {
+  return batch(b, true);
+}
+
+Batch BatchIterator::batch(std::int64_t b, bool parallel) const {
   MCD_CHECK(b >= 0 && b < batches_per_epoch(),
             "BatchIterator::batch: batch {} outside [0, {}) of epoch {}", b, batches_per_epoch(),
             epoch_);
   const std::int64_t begin = b * options_.batch_size;
   const std::int64_t end = std::min(begin + options_.batch_size, num_samples());
   std::vector<std::int64_t> idx(order_.begin() + begin, order_.begin() + end);
-  const Augmentation& aug = options_.augmentation;
-  std::vector<AugmentDraw> draws;
-  if (aug.crop_padding > 0 || aug.horizontal_flip) {
+  // The dataset is held by reference and may have changed since construction; the kernels
+  // read raw pixel pointers, so the batch's indices and the image shape are checked again.
+  const Dataset& d = *data_;
+  MCD_CHECK(d.channels * d.height * d.width == pipeline_.numel() &&
+                d.pixels.size() == static_cast<std::size_t>(d.size() * d.image_numel()),
+            "BatchIterator::batch: dataset '{}' changed shape since construction ({} images, "
+            "{} pixel bytes, {}x{}x{})",
+            d.name, d.size(), d.pixels.size(), d.channels, d.height, d.width);
+  check_indices(d, idx, "BatchIterator::batch");
+  std::vector<SampleAugmentation> draws;
+  if (options_.augmentation.enabled()) {
     draws.reserve(idx.size());
-    for (std::int64_t k = begin; k < end; ++k) {
-      draws.push_back(draw_augmentation(aug, options_.seed, epoch_, k));
-    }
+    for (std::int64_t k = begin; k < end; ++k)
+      draws.push_back(pipeline_.draw(options_.seed, epoch_, k));
   }
-  return assemble(*data_, std::move(idx), options_.normalization, aug.crop_padding, draws);
+  return assemble(d, std::move(idx), pipeline_, draws, parallel);
 }
 
 bool BatchIterator::next(Batch& out) {

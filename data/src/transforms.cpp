@@ -1,15 +1,14 @@
-// Channel statistics (exact integer sums per channel, OpenMP over images) and the
-// crop/flip augmentation on uint8 images.
+// Channel statistics (exact integer sums per channel, OpenMP over images), validation of the
+// augmentation options and the crop/flip step on uint8 images.
 #include <mcd/data/transforms.h>
 
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <utility>
 
+#include <mcd/data/augment.h>
 #include <mcd/engine/error.h>
-#include <mcd/engine/generator.h>
-
-#include "seeding.h"
 
 namespace mcd::data {
 
@@ -73,21 +72,48 @@ void check_normalization(const Normalization& norm, std::int64_t channels, const
   }
 }
 
+void check_augmentation(const Augmentation& aug, std::int64_t channels, const char* op) {
+  MCD_CHECK(aug.crop_padding >= 0, "{}: augmentation.crop_padding = {}, expected >= 0", op,
+            aug.crop_padding);
+  const ResizedCrop& rc = aug.resized_crop;
+  if (rc.enabled) {
+    MCD_CHECK(aug.crop_padding == 0,
+              "{}: augmentation.resized_crop and crop_padding = {} are both enabled; choose one",
+              op, aug.crop_padding);
+    MCD_CHECK(std::isfinite(rc.scale_min) && std::isfinite(rc.scale_max) && rc.scale_min > 0 &&
+                  rc.scale_min <= rc.scale_max,
+              "{}: augmentation.resized_crop scale range [{}, {}], expected 0 < min <= max", op,
+              rc.scale_min, rc.scale_max);
+    MCD_CHECK(std::isfinite(rc.ratio_min) && std::isfinite(rc.ratio_max) && rc.ratio_min > 0 &&
+                  rc.ratio_min <= rc.ratio_max,
+              "{}: augmentation.resized_crop ratio range [{}, {}], expected 0 < min <= max", op,
+              rc.ratio_min, rc.ratio_max);
+  }
+  const ColorJitter& cj = aug.color_jitter;
+  for (const auto& [name, value] : {std::pair<const char*, double>{"brightness", cj.brightness},
+                                    {"contrast", cj.contrast},
+                                    {"saturation", cj.saturation}}) {
+    MCD_CHECK(std::isfinite(value) && value >= 0,
+              "{}: augmentation.color_jitter.{} = {}, expected >= 0", op, name, value);
+  }
+  MCD_CHECK((cj.contrast == 0 && cj.saturation == 0) || channels == 1 || channels == 3,
+            "{}: augmentation.color_jitter contrast/saturation need 1 or 3 channels, the images "
+            "have {}",
+            op, channels);
+  MCD_CHECK(aug.cutout.n_holes >= 0 && aug.cutout.length >= 0 &&
+                (aug.cutout.n_holes == 0 || aug.cutout.length > 0),
+            "{}: augmentation.cutout n_holes = {}, length = {}, expected n_holes >= 0 and "
+            "length > 0 when there are holes",
+            op, aug.cutout.n_holes, aug.cutout.length);
+}
+
 AugmentDraw draw_augmentation(const Augmentation& aug, std::uint64_t seed, std::int64_t epoch,
                               std::int64_t position) {
   MCD_CHECK(aug.crop_padding >= 0, "draw_augmentation: crop_padding = {}, expected >= 0",
             aug.crop_padding);
-  AugmentDraw draw;
-  draw.offset_y = draw.offset_x = aug.crop_padding;
-  if (aug.crop_padding == 0 && !aug.horizontal_flip) return draw;
-  Generator gen(detail::derive_seed(seed, detail::SeedStream::Augment, epoch, position));
-  if (aug.crop_padding > 0) {
-    const auto range = static_cast<std::uint64_t>(2 * aug.crop_padding + 1);
-    draw.offset_y = static_cast<std::int64_t>(gen.below(range));
-    draw.offset_x = static_cast<std::int64_t>(gen.below(range));
-  }
-  if (aug.horizontal_flip) draw.flip = gen.below(2) == 1;
-  return draw;
+  // The crop/flip draws come first in the full pipeline's sequence, so they agree with it.
+  const Augmentation crop_flip(aug.crop_padding, aug.horizontal_flip);
+  return draw_sample_augmentation(crop_flip, 1, 1, seed, epoch, position).crop;
 }
 
 void augment_image(const std::uint8_t* src, std::uint8_t* dst, std::int64_t channels,

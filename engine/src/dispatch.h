@@ -21,6 +21,16 @@ Tensor permute_view(const Tensor& t, const std::vector<std::int64_t>& dims);
 // Contiguous copy without autograd (returns t itself when already contiguous).
 Tensor contiguous_data(const Tensor& t);
 
+// Element pointer of an optional tensor: nullptr when it is undefined.
+template <class T>
+const T* data_or_null(const Tensor& t) {
+  return t.defined() ? t.data<T>() : nullptr;
+}
+template <class T>
+T* data_or_null(Tensor& t) {
+  return t.defined() ? t.data<T>() : nullptr;
+}
+
 }  // namespace mcd::detail
 
 // Runs the body with scalar_t bound to the C++ type of a floating dtype.

@@ -54,7 +54,7 @@ void check_config(const CNetConfig& c) {
   MCD_CHECK(c.image.in_channels > 0 && c.image.input_size > 0,
             "CNet: invalid image config in_channels {}, input_size {}", c.image.in_channels,
             c.image.input_size);
-  const auto names = model_names();
+  const auto names = resnet_model_names();
   MCD_CHECK(std::find(names.begin(), names.end(), c.backbone) != names.end(),
             "CNet: unknown backbone '{}'; known models: {}", c.backbone, fmt::join(names, ", "));
   MCD_CHECK(!(c.input == CNetInput::ImageStudents && c.head == CNetHead::Official),

@@ -114,7 +114,7 @@ TEST_CASE("resnet10_s has torchvision's state-dict keys and shapes", "[resnet]")
 
 TEST_CASE("parameter counts match the closed-form count of every registered ResNet", "[resnet]") {
   const ModelConfig cifar100{3, 100, 32};
-  for (const auto& name : model_names()) {
+  for (const auto& name : resnet_model_names()) {
     INFO("model " << name);
     Generator gen(2);
     auto model = make_model(name, cifar100, gen);
@@ -188,7 +188,7 @@ TEST_CASE("ResNet output and feature shapes for 28, 32 and 64 pixel inputs", "[r
 }
 
 TEST_CASE("the registry lists its models and rejects unknown names", "[registry]") {
-  const auto names = model_names();
+  const auto names = resnet_model_names();
   const std::vector<std::string> expected{
       "resnet10_xxxs", "resnet10_xxs", "resnet10_xs", "resnet10_s", "resnet10_m",
       "resnet10_l",    "resnet10",     "resnet18",    "resnet34",   "resnet50"};
@@ -210,7 +210,7 @@ TEST_CASE("the registry lists its models and rejects unknown names", "[registry]
 }
 
 TEST_CASE("a ResNet with num_classes 0 is a headless feature extractor", "[resnet]") {
-  for (const auto& name : model_names()) {
+  for (const auto& name : resnet_model_names()) {
     INFO("model " << name);
     Generator gen(11);
     auto model = std::dynamic_pointer_cast<ResNet>(make_model(name, {3, 0, 32}, gen));

@@ -4,6 +4,7 @@
 #include <mcd/engine/ops/conv.h>
 
 #include <mcd/engine/autograd.h>
+#include <mcd/engine/mac_counter.h>
 #include <mcd/engine/ops/elementwise.h>
 #include <mcd/kernels/cpu/conv2d.h>
 
@@ -99,6 +100,8 @@ Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias,
   const kc::Conv2dGeometry g = conv2d_geometry(x, weight, bias, options);
 
   // ---- forward
+  add_macs(g.batch * g.out_channels * g.out_h * g.out_w * g.in_per_group() * g.kernel_h *
+           g.kernel_w);
   const Tensor xc = detail::contiguous_data(x), wc = detail::contiguous_data(weight);
   Tensor y = conv_values(g, xc, wc, bias);
 

@@ -39,11 +39,6 @@ Tensor unary_forward(kc::UnaryOp op, const char* name, const Tensor& x, double s
   return out;
 }
 
-// Tangent of a possibly-missing input, broadcast to the output's shape lazily by the caller.
-bool has_tangent(const Tensor& t) {
-  return t.defined() && t.impl().tangent != nullptr;
-}
-
 // out = v where x > 0, else 0: the relu derivative applied to v.
 template <class T>
 void relu_mask(std::int64_t n, const T* v, const T* x, T* out) {

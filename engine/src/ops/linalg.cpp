@@ -1,5 +1,6 @@
 // matmul (GEMM through the CPU kernel) and linear (a composition of matmul and add).
 #include <mcd/engine/autograd.h>
+#include <mcd/engine/mac_counter.h>
 #include <mcd/engine/ops/elementwise.h>
 #include <mcd/engine/ops/linalg.h>
 #include <mcd/engine/ops/reduce.h>
@@ -49,6 +50,7 @@ Tensor matmul_forward(const Tensor& a, const Tensor& b) {
   MCD_CHECK(K == K2, "matmul: inner dimensions differ, shapes {} and {}", shape_str(a.shape()),
             shape_str(b.shape()));
   if (a.dim() == 2 && b.dim() == 2) {
+    add_macs(M * N * K);
     Tensor out = Tensor::empty({M, N}, a.dtype());
     MCD_DISPATCH_FLOATING(a.dtype(), "matmul", gemm_2d<scalar_t>(a, b, out));
     return out;
@@ -63,6 +65,7 @@ Tensor matmul_forward(const Tensor& a, const Tensor& b) {
   const Tensor bc = detail::contiguous_data(detail::expand_view(b, sb));
   Tensor out = Tensor::empty(so, a.dtype());
   const std::int64_t nb = shape_numel(batch);
+  add_macs(nb * M * N * K);
   for (std::int64_t i = 0; i < nb; ++i) {
     Tensor ai = detail::make_view(ac, {M, K}, {K, 1}, ac.offset() + i * M * K);
     Tensor bi = detail::make_view(bc, {K, N}, {N, 1}, bc.offset() + i * K * N);

@@ -11,22 +11,9 @@
 
 namespace mcd {
 namespace kc = kernels::cpu;
+using detail::data_or_null;
 
 namespace {
-
-bool has_tangent(const Tensor& t) {
-  return t.defined() && t.impl().tangent != nullptr;
-}
-
-template <class T>
-const T* data_or_null(const Tensor& t) {
-  return t.defined() ? t.data<T>() : nullptr;
-}
-
-template <class T>
-T* data_or_null(Tensor& t) {
-  return t.defined() ? t.data<T>() : nullptr;
-}
 
 // x viewed as a contiguous (outer, V, inner) array around `dim`.
 struct Lanes {

@@ -13,6 +13,7 @@ struct Dataset {
   std::int64_t channels = 0, height = 0, width = 0, num_classes = 0;
   std::vector<std::uint8_t> pixels;  // (N, C, H, W), row-major
   std::vector<std::int64_t> labels;  // (N)
+  std::int64_t skipped = 0;  // undecodable files a reader left out (ReadOptions::skip_bad_images)
 
   std::int64_t size() const { return static_cast<std::int64_t>(labels.size()); }
   std::int64_t image_numel() const { return channels * height * width; }  // C * H * W

@@ -1,10 +1,11 @@
 // Batching: converts uint8 images to normalised float32 tensors, with seeded shuffling and
-// augmentation. The order and every augmentation of epoch e are pure functions of
+// augmentation (augment.h). The order and every augmentation of epoch e are pure functions of
 // (seed, e), so an interrupted run resumes bit-identically from (epoch, position).
 #pragma once
 #include <cstdint>
 #include <vector>
 
+#include <mcd/data/augment.h>
 #include <mcd/data/dataset.h>
 #include <mcd/data/transforms.h>
 #include <mcd/engine/tensor.h>
@@ -50,12 +51,20 @@ class BatchIterator {
   // Batch `b` of the current epoch, without moving the position. Const and independent of
   // other batches, so several threads may build batches of one epoch at once.
   Batch batch(std::int64_t b) const;
+  // The same batch; `parallel` = false builds it on the calling thread only (no OpenMP), for
+  // callers that build several batches on their own threads.
+  Batch batch(std::int64_t b, bool parallel) const;
   const std::vector<std::int64_t>& epoch_order() const { return order_; }  // dataset indices
 
  private:
+  static AugmentPipeline checked_pipeline(const Dataset& data,
+                                          const std::vector<std::int64_t>& indices,
+                                          const LoaderOptions& options);
+
   const Dataset* data_;
   std::vector<std::int64_t> indices_;
   LoaderOptions options_;
+  AugmentPipeline pipeline_;
   std::vector<std::int64_t> order_;
   std::int64_t epoch_ = 0;
   std::int64_t position_ = 0;

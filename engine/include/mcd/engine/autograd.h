@@ -93,6 +93,10 @@ void record(Tensor& out, const char* name, const std::vector<Tensor>& inputs,
             std::function<std::vector<Tensor>(const Tensor&)> vjp);
 // True if any input carries a tangent and forward mode is on.
 bool any_tangent(const std::vector<Tensor>& inputs);
+// True if t is defined and carries a tangent.
+inline bool has_tangent(const Tensor& t) {
+  return t.defined() && t.impl().tangent != nullptr;
+}
 // Tangent of t, or zeros shaped like t when it carries none.
 Tensor tangent_or_zeros(const Tensor& t);
 // Sets out's tangent to rule() (evaluated under RuleGuard) when any input carries one.

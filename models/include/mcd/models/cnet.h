@@ -32,7 +32,7 @@ std::string to_string(CNetHead head);
 struct CNetConfig {
   CNetInput input = CNetInput::Image;
   CNetHead head = CNetHead::Sigmoid;
-  std::int64_t num_students = 1;       // K
+  std::int64_t num_students = 1;        // K
   std::string backbone = "resnet10_s";  // any registered ResNet
   ModelConfig image;                    // in_channels and input_size of the images
 };

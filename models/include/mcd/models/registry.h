@@ -1,5 +1,6 @@
-// Models by name: one explicit list in registry.cpp, no static registration. Every model
-// returned is a ResNet (std::dynamic_pointer_cast<ResNet> reaches forward_features).
+// Models by name: explicit lists in registry.cpp, no static registration. The names of
+// resnet_model_names() build a ResNet (std::dynamic_pointer_cast<ResNet> reaches
+// forward_features); the model zoo (CifarResNet, WideResNet, MobileNetV2, ShuffleNetV2) follows.
 #pragma once
 #include <memory>
 #include <string>
@@ -15,8 +16,9 @@ namespace mcd::nn {
 // Throws, listing the known names, when `name` is not one of model_names().
 std::shared_ptr<Module> make_model(const std::string& name, const ModelConfig& config,
                                    Generator& gen);
-std::vector<std::string> model_names();
-// The architecture behind a registered name (same error for unknown names).
+std::vector<std::string> model_names();  // the ResNet family first, then the zoo
+std::vector<std::string> resnet_model_names();
+// The architecture behind a ResNet-family name; throws for zoo names and unknown names.
 ResNetSpec model_spec(const std::string& name);
 
 }  // namespace mcd::nn

@@ -32,7 +32,8 @@ struct RunConfig {
 
 // [data]
 struct DataConfig {
-  std::string dataset = "fashion-mnist";  // fashion-mnist | mnist
+  // fashion-mnist | mnist | cifar10 | cifar100 | cifar100-coarse | tiny-imagenet | imagefolder
+  std::string dataset = "fashion-mnist";
   std::string path = "/usr/share/datasets/fashion-mnist";
   double val_fraction = 0.1;     // held out of the training set for validation and meta batches
   std::int64_t limit_train = 0;  // 0: the whole training split
@@ -40,6 +41,13 @@ struct DataConfig {
   std::int64_t eval_batch_size = 500;
   std::int64_t crop_padding = 2;  // 0: no random crop
   bool flip = true;
+  bool resized_crop = false;        // random resized crop (torchvision defaults) instead of padding
+  double jitter = 0.0;              // colour jitter: brightness = contrast = saturation factor
+  std::int64_t cutout = 0;          // cutout hole side in pixels after normalisation; 0: off
+  std::int64_t loader_threads = 0;  // worker threads building batches ahead; 0: in the trainer
+  bool skip_bad_images = false;     // skip and count undecodable images instead of failing
+  std::string label_noise = "none";  // none | symmetric | instance (training split only)
+  double noise_rate = 0.0;
   bool operator==(const DataConfig&) const = default;
 };
 

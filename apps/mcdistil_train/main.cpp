@@ -24,10 +24,10 @@ extern "C" void on_sigint(int) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  std::string config_path, run_dir, data_dir, method, seed;
+  std::string config_path, run_dir, data_dir, dataset, method, seed;
   std::vector<std::string> overrides;
   std::int64_t threads = -1, stop_after = 0;
-  bool resume = false, no_progress = false;
+  bool resume = false, no_progress = false, inspect = false;
 
   CLI::App app{
       "mcdistil_train: trains a teacher, warm-starts several students with CE, then distils them\n"
@@ -40,6 +40,12 @@ int main(int argc, char** argv) {
                  "Override a configuration key: section.key=value (repeatable), e.g. "
                  "--set distill.tau=4 --set 'students.archs=[\"resnet10_xs\"]'");
   app.add_option("--data", data_dir, "Dataset directory (data.path)");
+  app.add_option("--dataset", dataset,
+                 "Dataset format (data.dataset): fashion-mnist, mnist, cifar10, cifar100, "
+                 "cifar100-coarse, tiny-imagenet, imagefolder");
+  app.add_flag("--inspect", inspect,
+               "Print the dataset's split sizes, classes, shape and training-split channel mean "
+               "and std as one JSON object, and exit");
   app.add_option("--method", method, "Run only this method (run.methods=[...]): ce, kd or mcdistil")
       ->check(CLI::IsMember({"ce", "kd", "mcdistil"}));
   app.add_option("--seed", seed,
@@ -84,6 +90,7 @@ int main(int argc, char** argv) {
   // Flags are shorthands for keys; --set comes last and wins.
   std::vector<std::string> all;
   if (!data_dir.empty()) all.push_back("data.path=" + data_dir);
+  if (!dataset.empty()) all.push_back("data.dataset=" + dataset);
   if (!method.empty()) all.push_back("run.methods=[\"" + method + "\"]");
   if (!seed.empty()) all.push_back("run.seed=" + seed);
   if (threads >= 0) all.push_back("run.threads=" + std::to_string(threads));
@@ -122,6 +129,17 @@ int main(int argc, char** argv) {
     return 2;
   }
   if (config.run.threads > 0) omp_set_num_threads(static_cast<int>(config.run.threads));
+  if (inspect) {
+    try {
+      const mcd::data::TrainTest data = mcd::app::load_data(config.data);
+      const mcd::app::DataSplits d = mcd::app::make_splits(config, data);
+      fmt::print("{}\n", mcd::data::inspect(data, d.split).dump());
+      return 0;
+    } catch (const std::exception& e) {
+      fmt::print(stderr, "error: data.path {}: {}\n", config.data.path, e.what());
+      return 2;
+    }
+  }
   std::signal(SIGINT, on_sigint);
   std::signal(SIGTERM, on_sigint);
   try {

@@ -6,7 +6,6 @@
 
 #include <fmt/format.h>
 
-#include <mcd/data/idx.h>
 #include <mcd/data/loader.h>
 #include <mcd/distill/classification.h>
 #include <mcd/engine/generator.h>
@@ -75,6 +74,53 @@ void print_table(const Config& c, const ModelSummary& teacher,
 
 }  // namespace
 
+data::TrainTest load_data(const DataConfig& c) {
+  data::ReadOptions ro;
+  ro.skip_bad_images = c.skip_bad_images;
+  data::TrainTest t = data::load_dataset(c.dataset, c.path, ro);
+  if (t.train.skipped + t.test.skipped > 0)
+    fmt::print(stderr, "skipped {} undecodable training and {} test images\n", t.train.skipped,
+               t.test.skipped);
+  return t;
+}
+
+DataSplits make_splits(const Config& c, const data::TrainTest& dataset) {
+  DataSplits d;
+  d.train = &dataset.train;
+  d.test = &dataset.test;
+  d.split = data::train_val_split(dataset.train.size(), c.data.val_fraction,
+                                  static_cast<std::uint64_t>(c.run.seed));
+  if (c.data.limit_train > 0 &&
+      c.data.limit_train < static_cast<std::int64_t>(d.split.train.size()))
+    d.split.train.resize(static_cast<std::size_t>(c.data.limit_train));
+  d.normalization = data::channel_statistics(dataset.train, d.split.train);
+  d.batch_size = c.data.batch_size;
+  d.eval_batch_size = c.data.eval_batch_size;
+  data::Augmentation& a = d.augmentation;
+  a.crop_padding = c.data.resized_crop ? 0 : c.data.crop_padding;
+  a.horizontal_flip = c.data.flip;
+  a.resized_crop.enabled = c.data.resized_crop;
+  a.color_jitter = {c.data.jitter, c.data.jitter, c.data.jitter};
+  a.cutout = {c.data.cutout > 0 ? 1 : 0, c.data.cutout};
+  data::check_augmentation(a, dataset.train.channels, "data");
+  d.loader_threads = c.data.loader_threads;
+  return d;
+}
+
+data::NoisyLabels apply_label_noise(const Config& c, data::Dataset& train, const DataSplits& d) {
+  const auto seed = static_cast<std::uint64_t>(c.run.seed) + 17;
+  data::NoisyLabels noisy =
+      c.data.label_noise == "symmetric"
+          ? data::apply_symmetric_noise(train.labels, train.num_classes, c.data.noise_rate, seed)
+          : data::apply_instance_noise(train, d.normalization, c.data.noise_rate, seed);
+  // Noise on the training split only: validation (model selection, meta batches) stays clean.
+  std::vector<std::int64_t> labels = noisy.clean_labels;
+  for (std::int64_t i : d.split.train)
+    labels[static_cast<std::size_t>(i)] = noisy.labels[static_cast<std::size_t>(i)];
+  train.labels = labels;
+  return noisy;
+}
+
 int run_pipeline(const Config& c, const PipelineOptions& o, const std::atomic<bool>& stop) {
   const auto wall0 = std::chrono::steady_clock::now();
   if (!std::filesystem::is_directory(c.data.path)) {
@@ -84,28 +130,22 @@ int run_pipeline(const Config& c, const PipelineOptions& o, const std::atomic<bo
                c.data.path);
     return 2;
   }
-  data::TrainTest data;
+  data::TrainTest dataset;
   try {
-    data = data::load_fashion_mnist(c.data.path);
+    dataset = load_data(c.data);
   } catch (const std::exception& e) {
     fmt::print(stderr, "error: data.path {}: {}\n", c.data.path, e.what());
     return 2;
   }
-  DataSplits d;
-  d.train = &data.train;
-  d.test = &data.test;
-  d.split = data::train_val_split(data.train.size(), c.data.val_fraction,
-                                  static_cast<std::uint64_t>(c.run.seed));
-  if (c.data.limit_train > 0 &&
-      c.data.limit_train < static_cast<std::int64_t>(d.split.train.size()))
-    d.split.train.resize(static_cast<std::size_t>(c.data.limit_train));
-  d.normalization = data::channel_statistics(data.train, d.split.train);
-  d.batch_size = c.data.batch_size;
-  d.eval_batch_size = c.data.eval_batch_size;
-  d.crop_padding = c.data.crop_padding;
-  d.flip = c.data.flip;
+  DataSplits d = make_splits(c, dataset);
 
   RunDirectory run(c.run.dir.empty() ? default_run_dir(c) : c.run.dir);
+  if (c.data.label_noise != "none") {
+    const data::NoisyLabels noisy = apply_label_noise(c, dataset.train, d);
+    data::save_noisy_labels(run.file("noisy_labels.safetensors").string(), noisy);
+    fmt::print(stderr, "label noise: {} at {:.3f} (realised {:.3f} over the training set)\n",
+               noisy.kind, noisy.rate, noisy.realised_rate);
+  }
   {
     std::ofstream(run.file("config.toml")) << to_toml(c);
     run.write_json("config.json", to_json(c));
@@ -134,16 +174,16 @@ int run_pipeline(const Config& c, const PipelineOptions& o, const std::atomic<bo
     teacher_summary = r.models[0];
     teacher_path = r.best_checkpoints[0];
   }
-  auto teacher = load_model(c.teacher.arch, data.train, teacher_path);
+  auto teacher = load_model(c.teacher.arch, dataset.train, teacher_path);
   if (!c.teacher.checkpoint.empty()) {
-    std::vector<std::int64_t> test_idx(static_cast<std::size_t>(data.test.size()));
+    std::vector<std::int64_t> test_idx(static_cast<std::size_t>(dataset.test.size()));
     for (std::size_t i = 0; i < test_idx.size(); ++i)
       test_idx[i] = static_cast<std::int64_t>(i);
     teacher_summary.best_val_acc =
-        distill::evaluate(*teacher, data.train, d.split.val, d.normalization, d.eval_batch_size)
+        distill::evaluate(*teacher, dataset.train, d.split.val, d.normalization, d.eval_batch_size)
             .accuracy;
     teacher_summary.test_acc_best = teacher_summary.test_acc_last =
-        distill::evaluate(*teacher, data.test, test_idx, d.normalization, d.eval_batch_size)
+        distill::evaluate(*teacher, dataset.test, test_idx, d.normalization, d.eval_batch_size)
             .accuracy;
   }
 
@@ -191,7 +231,7 @@ int run_pipeline(const Config& c, const PipelineOptions& o, const std::atomic<bo
         cc.head = nn::parse_cnet_head(c.cnet.head);
         cc.num_students = static_cast<std::int64_t>(c.students.archs.size());
         cc.backbone = c.cnet.backbone;
-        cc.image = {data.train.channels, 0, data.train.height};
+        cc.image = {dataset.train.channels, 0, dataset.train.height};
         Generator gen(seed * 31 + 7);
         auto cnet = std::make_shared<nn::CNet>(cc, gen);
         optim::AdamOptions adam;
@@ -203,8 +243,8 @@ int run_pipeline(const Config& c, const PipelineOptions& o, const std::atomic<bo
         vo.normalization = d.normalization;
         vo.seed = seed + 4;
         return std::make_unique<distill::CNetWeighting>(
-            cnet, adam, c.distill.meta_interval, data::BatchIterator(data.train, d.split.val, vo),
-            c.cnet.batchnorm_train);
+            cnet, adam, c.distill.meta_interval,
+            data::BatchIterator(dataset.train, d.split.val, vo), c.cnet.batchnorm_train);
       };
     }
     results.emplace_back(method, run_stage(s, d, method == "ce" ? nullptr : teacher, make_policy,

@@ -6,7 +6,11 @@
 #include <atomic>
 #include <string>
 
+#include <mcd/data/label_noise.h>
+#include <mcd/data/registry.h>
+
 #include "config.h"
+#include "stage.h"
 
 namespace mcd::app {
 
@@ -14,6 +18,13 @@ struct PipelineOptions {
   bool resume = false;
   std::int64_t stop_after_steps = 0;  // simulate an interrupt after this many steps (tests)
 };
+
+// The dataset named by the configuration (any registered format).
+data::TrainTest load_data(const DataConfig& c);
+// The seeded train/validation split, normalisation, augmentation and loader settings.
+DataSplits make_splits(const Config& c, const data::TrainTest& dataset);
+// Replaces the training split's labels by noisy ones (data.label_noise) and returns both.
+data::NoisyLabels apply_label_noise(const Config& c, data::Dataset& train, const DataSplits& d);
 
 // Returns the process exit status: 0 done, 2 bad input (message printed), 130 interrupted.
 int run_pipeline(const Config& config, const PipelineOptions& options,

@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 
 #include <mcd/data/loader.h>
+#include <mcd/data/prefetch_loader.h>
 #include <mcd/distill/classification.h>
 #include <mcd/engine/allocator.h>
 #include <mcd/engine/generator.h>
@@ -214,11 +215,12 @@ StageResult run_stage(const StageSpec& spec, const DataSplits& d,
   data::LoaderOptions lo;
   lo.batch_size = d.batch_size;
   lo.shuffle = true;
-  lo.augmentation.crop_padding = d.crop_padding;
-  lo.augmentation.horizontal_flip = d.flip;
+  lo.augmentation = d.augmentation;
   lo.normalization = d.normalization;
   lo.seed = spec.seed;
-  data::BatchIterator loader(train, d.split.train, lo);
+  data::PrefetchOptions prefetch;
+  prefetch.num_threads = d.loader_threads;
+  data::PrefetchLoader loader(train, d.split.train, lo, prefetch);
 
   Progress p;
   for (const auto& arch : spec.archs)

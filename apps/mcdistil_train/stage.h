@@ -34,8 +34,8 @@ struct DataSplits {
   data::Split split;
   data::Normalization normalization;
   std::int64_t batch_size = 128, eval_batch_size = 500;
-  std::int64_t crop_padding = 0;
-  bool flip = false;
+  data::Augmentation augmentation;  // training batches only
+  std::int64_t loader_threads = 0;
 };
 
 struct StageSpec {

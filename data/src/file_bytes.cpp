@@ -54,13 +54,13 @@ std::vector<std::uint8_t> gunzip(const std::vector<std::uint8_t>& compressed,
                                  const std::string& path, const char* op) {
   MCD_CHECK(is_gzip(compressed), "{}: '{}' is not a gzip file", op, path);
   // ISIZE (the last four bytes) is the uncompressed size of the last member modulo 2^32: a
-  // good first guess, never trusted for correctness.
+  // good first guess, never trusted for correctness, nor above deflate's 1032:1 maximum ratio.
   std::size_t guess = compressed.size() * 4;
   if (compressed.size() >= 18) {
     const std::uint8_t* t = compressed.data() + compressed.size() - 4;
     const std::size_t isize = std::size_t{t[0]} | std::size_t{t[1]} << 8 | std::size_t{t[2]} << 16 |
                               std::size_t{t[3]} << 24;
-    if (isize >= compressed.size() / 2) guess = isize;
+    if (isize >= compressed.size() / 2 && isize / 1032 <= compressed.size()) guess = isize;
   }
   std::vector<std::uint8_t> out(std::max<std::size_t>(guess, 4096));
   std::size_t produced = 0;

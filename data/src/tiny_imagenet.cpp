@@ -59,6 +59,9 @@ TrainTest load_tiny_imagenet(const std::string& root_dir, const ReadOptions& opt
   std::vector<std::string> wnids;
   for (const std::string& line : read_lines(wnids_path)) {
     const std::string w = trim(line);
+    MCD_CHECK(w.find('/') == std::string::npos && w != "." && w != "..",
+              "{}: '{}' lists wnid '{}', which is not a plain folder name", kOp,
+              wnids_path.string(), w);
     if (!w.empty()) wnids.push_back(w);
   }
   MCD_CHECK(!wnids.empty(), "{}: '{}' lists no wnids", kOp, wnids_path.string());

@@ -27,7 +27,7 @@ using mcd::app::load_config;
 
 namespace {
 
-constexpr std::size_t kKeyCount = 44;
+constexpr std::size_t kKeyCount = 51;
 
 fs::path scratch_dir() {
   static const fs::path dir = [] {
@@ -353,9 +353,12 @@ TEST_CASE("config: bad choices", "[config]") {
   CHECK_THAT(cli_error("teacher.schedule=linear"),
              Equals("command line: teacher.schedule: expected one of cosine, step, constant, got "
                     "\"linear\""));
-  CHECK_THAT(cli_error("data.dataset=cifar10"),
-             Equals("command line: data.dataset: expected one of fashion-mnist, mnist, got "
-                    "\"cifar10\""));
+  CHECK_THAT(cli_error("data.dataset=cifar1000"),
+             Equals("command line: data.dataset: expected one of fashion-mnist, mnist, cifar10, "
+                    "cifar100, cifar100-coarse, tiny-imagenet, imagefolder, got \"cifar1000\""));
+  CHECK_THAT(cli_error("data.label_noise=pairflip"),
+             StartsWith("command line: data.label_noise: expected one of none, symmetric, "
+                        "instance"));
   CHECK_THAT(cli_error("cnet.head=linear"), StartsWith("command line: cnet.head: expected one of "
                                                        "sigmoid, official, got \"linear\""));
   CHECK_THAT(cli_error(R"(run.methods=["ce", "dkd"])"),

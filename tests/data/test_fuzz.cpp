@@ -54,12 +54,23 @@ void* checked_alloc(std::size_t n) {
 }
 }  // namespace
 
-// Replacing these two covers every container: libstdc++'s array and nothrow forms call them.
+// Every non-aligned form is replaced, so that new and delete always pair malloc with free
+// (the sanitizer runtime would otherwise supply the forms left out).
 void* operator new(std::size_t n) {
   return checked_alloc(n);
 }
 void* operator new[](std::size_t n) {
   return checked_alloc(n);
+}
+void* operator new(std::size_t n, const std::nothrow_t&) noexcept {
+  try {
+    return checked_alloc(n);
+  } catch (const std::bad_alloc&) {
+    return nullptr;
+  }
+}
+void* operator new[](std::size_t n, const std::nothrow_t& tag) noexcept {
+  return operator new(n, tag);
 }
 void operator delete(void* p) noexcept {
   std::free(p);

@@ -112,3 +112,34 @@ TEST_CASE("an interrupted and resumed run ends with the same weights", "[app][re
   }
   fs::remove_all(root);
 }
+
+TEST_CASE("Ctrl-C writes a checkpoint and exits with status 130", "[app][resume]") {
+  if (!fs::exists("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz")) {
+    WARN("Fashion-MNIST is not installed; apt-get install dataset-fashion-mnist");
+    return;
+  }
+  const fs::path root = fs::temp_directory_path() / fmt::format("mcd_sigint_{}", ::getpid());
+  fs::remove_all(root);
+  fs::create_directories(root);
+  const fs::path run = root / "run";
+  // A teacher stage long enough to be interrupted in the middle of an epoch.
+  const std::string cmd = fmt::format(
+      "sh -c '{} --no-progress --run-dir {} --set teacher.epochs=50 --set "
+      "teacher.arch=resnet10_xxs "
+      "> {} 2>&1 & pid=$!; sleep 4; kill -INT $pid; wait $pid; echo $? > {}'",
+      MCD_APP, run.string(), (root / "log").string(), (root / "status").string());
+  REQUIRE(std::system(cmd.c_str()) == 0);
+  const std::string status = slurp(root / "status");
+  const std::string log = slurp(root / "log");
+  INFO(log);
+  CHECK(std::stoi(status) == 130);
+  CHECK(log.find("interrupted: checkpoint written") != std::string::npos);
+  REQUIRE(fs::exists(run / "teacher_last.safetensors"));
+  // The checkpoint is complete and loadable, and the run resumes from it.
+  CHECK(mcd::load_safetensors((run / "teacher_last.safetensors").string()).tensors.size() > 10);
+  CHECK(
+      run_app(fmt::format("--run-dir {} --resume --no-progress --stop-after-steps 1", run.string()),
+              root / "resume.log") == 130);
+  CHECK(slurp(root / "resume.log").find("resuming at epoch") != std::string::npos);
+  fs::remove_all(root);
+}

@@ -27,7 +27,7 @@ int main(int argc, char** argv) {
   std::string config_path, run_dir, data_dir, dataset, method, seed;
   std::vector<std::string> overrides;
   std::int64_t threads = -1, stop_after = 0;
-  bool resume = false, no_progress = false, inspect = false;
+  bool resume = false, no_progress = false, inspect = false, skip_bad_images = false;
 
   CLI::App app{
       "mcdistil_train: trains a teacher, warm-starts several students with CE, then distils them\n"
@@ -43,6 +43,8 @@ int main(int argc, char** argv) {
   app.add_option("--dataset", dataset,
                  "Dataset format (data.dataset): fashion-mnist, mnist, cifar10, cifar100, "
                  "cifar100-coarse, tiny-imagenet, imagefolder");
+  app.add_flag("--skip-bad-images", skip_bad_images,
+               "Skip and count undecodable images instead of stopping (data.skip_bad_images)");
   app.add_flag("--inspect", inspect,
                "Print the dataset's split sizes, classes, shape and training-split channel mean "
                "and std as one JSON object, and exit");
@@ -91,6 +93,7 @@ int main(int argc, char** argv) {
   std::vector<std::string> all;
   if (!data_dir.empty()) all.push_back("data.path=" + data_dir);
   if (!dataset.empty()) all.push_back("data.dataset=" + dataset);
+  if (skip_bad_images) all.push_back("data.skip_bad_images=true");
   if (!method.empty()) all.push_back("run.methods=[\"" + method + "\"]");
   if (!seed.empty()) all.push_back("run.seed=" + seed);
   if (threads >= 0) all.push_back("run.threads=" + std::to_string(threads));

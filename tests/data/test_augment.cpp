@@ -9,6 +9,7 @@
 #include <mcd/data/augment.h>
 #include <mcd/data/loader.h>
 #include <mcd/engine/generator.h>
+#include "support/test_files.h"
 
 using namespace mcd::data;
 
@@ -31,12 +32,7 @@ Dataset random_dataset(std::int64_t n, std::int64_t c, std::int64_t h, std::int6
   return d;
 }
 
-std::vector<std::int64_t> iota(std::int64_t n) {
-  std::vector<std::int64_t> v(static_cast<std::size_t>(n));
-  for (std::int64_t i = 0; i < n; ++i)
-    v[static_cast<std::size_t>(i)] = i;
-  return v;
-}
+using mcd::testing::iota;
 
 // Every augmentation at once, on 3-channel images.
 Augmentation full_augmentation() {

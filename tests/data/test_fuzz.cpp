@@ -34,6 +34,7 @@
 #include <mcd/data/tiny_imagenet.h>
 #include <mcd/engine/generator.h>
 #include <mcd/engine/safetensors.h>
+#include "support/test_files.h"
 
 namespace {
 // While a reader runs, a single operator new above this many bytes is refused (0: no cap), so
@@ -93,23 +94,7 @@ namespace {
 
 constexpr std::size_t kMiB = std::size_t{1} << 20;
 
-struct TempDir {
-  fs::path path;
-  explicit TempDir(const std::string& tag) {
-    path = fs::temp_directory_path() / ("mcd_fuzz_" + tag + "_" + std::to_string(::getpid()));
-    fs::remove_all(path);
-    fs::create_directories(path);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-  std::string file(const std::string& rel) const {
-    const fs::path p = path / rel;
-    fs::create_directories(p.parent_path());
-    return p.string();
-  }
-};
+using mcd::testing::TempDir;
 
 void write_bytes(const std::string& path, const Bytes& b) {
   std::ofstream f(path, std::ios::binary | std::ios::trunc);

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include <mcd/data/idx.h>
+#include "support/test_files.h"
 
 namespace fs = std::filesystem;
 using mcd::data::Dataset;
@@ -20,21 +21,7 @@ using mcd::data::read_idx;
 
 namespace {
 
-// A fresh directory under the system temp dir, removed with everything in it.
-struct TempDir {
-  fs::path path;
-  TempDir() {
-    std::random_device rd;
-    path = fs::temp_directory_path() /
-           ("mcd_data_test_" + std::to_string(rd()) + "_" + std::to_string(rd()));
-    fs::create_directories(path);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-  std::string file(const std::string& name) const { return (path / name).string(); }
-};
+using mcd::testing::TempDir;
 
 std::vector<std::uint8_t> idx_bytes(std::uint32_t magic, const std::vector<std::uint32_t>& dims,
                                     const std::vector<std::uint8_t>& data) {

@@ -8,6 +8,7 @@
 
 #include <mcd/data/loader.h>
 #include <mcd/engine/generator.h>
+#include "support/test_files.h"
 
 using namespace mcd::data;
 using mcd::DType;
@@ -31,12 +32,7 @@ Dataset make_dataset(std::int64_t n) {
   return d;
 }
 
-std::vector<std::int64_t> iota(std::int64_t n) {
-  std::vector<std::int64_t> v(static_cast<std::size_t>(n));
-  for (std::int64_t i = 0; i < n; ++i)
-    v[static_cast<std::size_t>(i)] = i;
-  return v;
-}
+using mcd::testing::iota;
 
 std::vector<Batch> drain(BatchIterator& it) {
   std::vector<Batch> out;

@@ -7,6 +7,7 @@
 #include <mcd/data/augment.h>
 #include <mcd/data/prefetch_loader.h>
 #include <mcd/engine/generator.h>
+#include "support/test_files.h"
 
 using namespace mcd::data;
 
@@ -28,12 +29,7 @@ Dataset random_dataset(std::int64_t n, std::int64_t c, std::int64_t h, std::int6
   return d;
 }
 
-std::vector<std::int64_t> iota(std::int64_t n) {
-  std::vector<std::int64_t> v(static_cast<std::size_t>(n));
-  for (std::int64_t i = 0; i < n; ++i)
-    v[static_cast<std::size_t>(i)] = i;
-  return v;
-}
+using mcd::testing::iota;
 
 bool same_batch(const Batch& a, const Batch& b) {
   return a.indices == b.indices && a.images.shape() == b.images.shape() &&

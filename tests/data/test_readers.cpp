@@ -23,6 +23,7 @@
 #include <mcd/data/image_folder.h>
 #include <mcd/data/registry.h>
 #include <mcd/data/tiny_imagenet.h>
+#include "support/test_files.h"
 
 namespace fs = std::filesystem;
 using Catch::Contains;
@@ -30,24 +31,7 @@ using namespace mcd::data;
 
 namespace {
 
-struct TempDir {
-  fs::path path;
-  TempDir() {
-    std::random_device rd;
-    path = fs::temp_directory_path() /
-           ("mcd_readers_test_" + std::to_string(rd()) + "_" + std::to_string(rd()));
-    fs::create_directories(path);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-  std::string file(const std::string& rel) const {
-    const fs::path p = path / rel;
-    fs::create_directories(p.parent_path());
-    return p.string();
-  }
-};
+using mcd::testing::TempDir;
 
 void write_bytes(const std::string& path, const std::vector<std::uint8_t>& bytes) {
   std::ofstream f(path, std::ios::binary);

@@ -22,6 +22,7 @@
 using namespace mcd;
 using namespace mcd::nn;
 using mcd::testing::check_gradients;
+using mcd::testing::check_parameter_derivatives;
 using mcd::testing::random_tensor;
 using V = std::vector<Tensor>;
 
@@ -285,45 +286,8 @@ TEST_CASE("float64 derivatives of a whole ResNet w.r.t. input and parameters", "
 
   // Parameter tangents, as the meta-gradient uses them: the JVP against central
   // differences along the tangent, and <u, J v> = <J^T u, v> against reverse mode.
-  const auto params = model->parameters();
-  std::vector<Tensor> tangents;
-  for (const auto& p : params)
-    tangents.push_back(random_tensor(p.shape(), gen));
-  Tensor y_tangent;
-  {
-    DualScope dual(params, tangents);
-    y_tangent = model->forward(x).tangent();
-  }
-  REQUIRE(y_tangent.defined());
-  const double eps = 1e-6;
-  auto shifted = [&](double step) {
-    NoGradGuard no_grad;
-    for (std::size_t i = 0; i < params.size(); ++i) {
-      Tensor p = params[i];
-      p.add_(tangents[i], step);
-    }
-    const Tensor y = model->forward(x);
-    for (std::size_t i = 0; i < params.size(); ++i) {
-      Tensor p = params[i];
-      p.add_(tangents[i], -step);
-    }
-    return y.to_doubles();
-  };
-  const auto yp = shifted(eps), ym = shifted(-eps);
-  const auto ana = y_tangent.to_doubles();
-  REQUIRE(ana.size() == yp.size());
-  for (std::size_t j = 0; j < ana.size(); ++j) {
-    const double num = (yp[j] - ym[j]) / (2 * eps);
-    INFO(fmt::format("output {}: numeric {:.12g} analytic {:.12g}", j, num, ana[j]));
-    CHECK(std::abs(num - ana[j]) <= 1e-5 + 1e-3 * std::abs(ana[j]));
-  }
-  const Tensor u = random_tensor(y_tangent.shape(), gen);
-  const auto grads = grad({model->forward(x)}, params, {u});
-  double rhs = 0;
-  for (std::size_t i = 0; i < params.size(); ++i)
-    rhs += dot(grads[i], tangents[i]);
-  const double lhs = dot(u, y_tangent);
-  CHECK(lhs == Approx(rhs).epsilon(1e-9));
+  check_parameter_derivatives(
+      model->parameters(), [&] { return model->forward(x); }, gen);
 }
 
 TEST_CASE("one gradient step on resnet10_xxxs lowers the cross-entropy", "[resnet]") {

@@ -134,4 +134,44 @@ void check_gradients(const std::string& name, const TensorFn& f, std::vector<Ten
   }
 }
 
+std::vector<Tensor> check_parameter_derivatives(const std::vector<Tensor>& params,
+                                                const std::function<Tensor()>& run,
+                                                Generator& gen) {
+  std::vector<Tensor> tangents;
+  for (const auto& p : params)
+    tangents.push_back(random_tensor(p.shape(), gen));
+  Tensor y_tangent;
+  {
+    DualScope dual(params, tangents);
+    y_tangent = run().tangent();
+  }
+  REQUIRE(y_tangent.defined());
+  const double eps = 1e-6;
+  auto shifted = [&](double step) {
+    NoGradGuard no_grad;
+    for (std::size_t i = 0; i < params.size(); ++i)
+      Tensor(params[i]).add_(tangents[i], step);
+    const Tensor y = run();
+    for (std::size_t i = 0; i < params.size(); ++i)
+      Tensor(params[i]).add_(tangents[i], -step);
+    return y.to_doubles();
+  };
+  const auto yp = shifted(eps), ym = shifted(-eps);
+  const auto ana = y_tangent.to_doubles();
+  REQUIRE(ana.size() == yp.size());
+  for (std::size_t j = 0; j < ana.size(); ++j) {
+    const double num = (yp[j] - ym[j]) / (2 * eps);
+    INFO(fmt::format("output {}: numeric {:.12g} analytic {:.12g}", j, num, ana[j]));
+    CHECK(std::abs(num - ana[j]) <= 1e-5 + 1e-3 * std::abs(ana[j]));
+  }
+  const Tensor u = random_tensor(y_tangent.shape(), gen);
+  const auto grads = grad({run()}, params, {u});
+  double rhs = 0;
+  for (std::size_t i = 0; i < params.size(); ++i)
+    rhs += dot(grads[i], tangents[i]);
+  const double lhs = dot(u, y_tangent);
+  CHECK(lhs == Approx(rhs).epsilon(1e-9));
+  return grads;
+}
+
 }  // namespace mcd::testing

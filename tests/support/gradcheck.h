@@ -25,6 +25,13 @@ struct GradCheckOptions {
 void check_gradients(const std::string& name, const TensorFn& f, std::vector<Tensor> inputs,
                      std::uint64_t seed = 1, const GradCheckOptions& options = {});
 
+// Derivatives with respect to tensors the function holds (a module's parameters), as the
+// meta-gradient uses them: random tangents attached with DualScope give a JVP that must match
+// central differences along the tangent, and <u, J v> = <J^T u, v> against reverse mode.
+// Tangents and then u are drawn from `gen`. Returns the reverse-mode gradients J^T u.
+std::vector<Tensor> check_parameter_derivatives(const std::vector<Tensor>& params,
+                                                const std::function<Tensor()>& run, Generator& gen);
+
 // Random float64 tensor, values uniform in [lo, hi).
 Tensor random_tensor(const Shape& shape, Generator& gen, double lo = -1.0, double hi = 1.0);
 

@@ -127,7 +127,8 @@ std::vector<KeySpec> make_key_table() {
               "seed for initialisation, the split, shuffling and augmentation"),
       MCD_KEY("run", "threads", run.threads, at_least(0.0), "CPU threads; 0: all cores"),
       MCD_KEY("run", "progress", run.progress, any_value(), "draw the progress bar"),
-      MCD_KEY("run", "methods", run.methods, distinct_list({"ce", "kd", "mcdistil"}),
+      MCD_KEY("run", "methods", run.methods,
+              distinct_list({"ce", "kd", "takd", "dgkd", "mcdistil"}),
               "distillation methods, run in turn from the same warm-started students"),
 
       MCD_KEY("data", "dataset", data.dataset,
@@ -185,6 +186,9 @@ std::vector<KeySpec> make_key_table() {
       MCD_KEY("distill", "tau", distill.tau, positive(), "softmax temperature"),
       MCD_KEY("distill", "kd_alpha", distill.kd_alpha, between(0.0, 1.0, false),
               "KD weight a in (1 - a) CE + a tau^2 KL"),
+      MCD_KEY("distill", "dgkd_drop", distill.dgkd_drop, at_least(0.0),
+              "DGKD: guides (teacher and larger students) dropped at random each iteration; at "
+              "least one always stays"),
       MCD_KEY("distill", "meta_interval", distill.meta_interval, at_least(1.0),
               "iterations between C-Net meta steps (L)"),
       MCD_KEY("distill", "meta_batch_size", distill.meta_batch_size, positive(),

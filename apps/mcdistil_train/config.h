@@ -26,7 +26,7 @@ struct RunConfig {
   std::int64_t threads = 0;  // 0: all cores
   bool progress = true;
   // Run in this order, each from the same warm-started students.
-  std::vector<std::string> methods = {"ce", "kd", "mcdistil"};  // ce | kd | mcdistil
+  std::vector<std::string> methods = {"ce", "kd", "mcdistil"};  // ce|kd|takd|dgkd|mcdistil
   bool operator==(const RunConfig&) const = default;
 };
 
@@ -86,6 +86,7 @@ struct DistillConfig {
   std::int64_t epochs = 3;
   double tau = 2.0;
   double kd_alpha = 0.5;            // KD loss: (1 - a) CE + a tau^2 KL
+  std::int64_t dgkd_drop = 1;       // DGKD: guides dropped per iteration
   std::int64_t meta_interval = 20;  // L: iterations between C-Net meta steps
   std::int64_t meta_batch_size = 128;
   bool operator==(const DistillConfig&) const = default;

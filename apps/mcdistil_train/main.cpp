@@ -31,7 +31,8 @@ int main(int argc, char** argv) {
 
   CLI::App app{
       "mcdistil_train: trains a teacher, warm-starts several students with CE, then distils them\n"
-      "with each method of run.methods (ce, kd, mcdistil) and prints each student's test "
+      "with each method of run.methods (ce, kd, takd, dgkd, mcdistil) and prints each student's "
+      "test "
       "accuracy.\n"
       "With no arguments it runs the embedded default on Fashion-MNIST.\n"};
   app.set_help_flag("-h,--help", "Print this help (all configuration keys are listed by --keys)");
@@ -48,7 +49,8 @@ int main(int argc, char** argv) {
   app.add_flag("--inspect", inspect,
                "Print the dataset's split sizes, classes, shape and training-split channel mean "
                "and std as one JSON object, and exit");
-  app.add_option("--method", method, "Run only this method (run.methods=[...]): ce, kd or mcdistil")
+  app.add_option("--method", method,
+                 "Run only this method (run.methods=[...]): ce, kd, takd, dgkd or mcdistil")
       ->check(CLI::IsMember({"ce", "kd", "mcdistil"}));
   app.add_option("--seed", seed,
                  "Seed for initialisation, split, shuffling and augmentation (run.seed)");

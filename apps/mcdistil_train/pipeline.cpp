@@ -1,5 +1,6 @@
 #include "pipeline.h"
 
+#include <algorithm>
 #include <ctime>
 #include <filesystem>
 #include <fstream>
@@ -11,6 +12,7 @@
 #include <mcd/engine/generator.h>
 #include <mcd/engine/safetensors.h>
 #include <mcd/models/cnet.h>
+#include <mcd/models/model_stats.h>
 #include <mcd/models/registry.h>
 
 #include "run_files.h"
@@ -70,6 +72,131 @@ void print_table(const Config& c, const ModelSummary& teacher,
   for (const auto& [m, r] : methods)
     fmt::print(" {:>20.1f}", r.seconds_per_epoch);
   fmt::print("\n");
+}
+
+// What every distillation stage shares: the configuration, the data, the trained teacher and
+// the warm-started students.
+struct MethodContext {
+  const Config& c;
+  const DataSplits& d;
+  const data::Dataset& train;
+  std::shared_ptr<nn::Module> teacher;
+  const StageResult& warm;
+  const RunDirectory& run;
+  const PipelineOptions& o;
+  const std::atomic<bool>& stop;
+};
+
+StageSpec method_stage(const MethodContext& x, std::string name, const std::string& method,
+                       std::vector<std::string> archs, std::vector<std::string> init) {
+  return {std::move(name),
+          method,
+          "student",
+          std::move(archs),
+          std::move(init),
+          x.c.distill.epochs,
+          optim_spec(x.c.students.optim),
+          static_cast<std::uint64_t>(x.c.run.seed) + 3,
+          x.c.run.progress};
+}
+
+std::unique_ptr<distill::WeightingPolicy> make_cnet_policy(const MethodContext& x) {
+  const Config& c = x.c;
+  const auto seed = static_cast<std::uint64_t>(c.run.seed);
+  nn::CNetConfig cc;
+  cc.input = nn::parse_cnet_input(c.cnet.input);
+  cc.head = nn::parse_cnet_head(c.cnet.head);
+  cc.num_students = static_cast<std::int64_t>(c.students.archs.size());
+  cc.backbone = c.cnet.backbone;
+  cc.image = {x.train.channels, 0, x.train.height};
+  Generator gen(seed * 31 + 7);
+  auto cnet = std::make_shared<nn::CNet>(cc, gen);
+  optim::AdamOptions adam;
+  adam.lr = c.cnet.lr;
+  adam.weight_decay = c.cnet.weight_decay;
+  data::LoaderOptions vo;  // meta batches: held-out split, never augmented
+  vo.batch_size = c.distill.meta_batch_size;
+  vo.shuffle = true;
+  vo.normalization = x.d.normalization;
+  vo.seed = seed + 4;
+  return std::make_unique<distill::CNetWeighting>(cnet, adam, c.distill.meta_interval,
+                                                  data::BatchIterator(x.train, x.d.split.val, vo),
+                                                  c.cnet.batchnorm_train);
+}
+
+// CE, KD and MC-Distil: all students in one stage.
+StageResult run_method(const MethodContext& x, const std::string& method) {
+  const StageSpec s = method_stage(x, method, method, x.c.students.archs, x.warm.best_checkpoints);
+  PolicyFactory make_policy;
+  std::vector<std::shared_ptr<nn::Module>> teachers;
+  if (method == "ce") {
+    make_policy = [] { return distill::ce_weighting(); };
+  } else {
+    teachers = {x.teacher};
+    if (method == "kd")
+      make_policy = [&] { return distill::kd_weighting(x.c.distill.kd_alpha); };
+    else
+      make_policy = [&] { return make_cnet_policy(x); };
+  }
+  return run_stage(s, x.d, teachers, make_policy, x.c.distill.tau, x.run, x.o.resume, x.stop,
+                   x.o.stop_after_steps);
+}
+
+// Students from the largest (most parameters) to the smallest; ties keep their listed order.
+std::vector<std::size_t> largest_first(const MethodContext& x) {
+  std::vector<std::pair<std::int64_t, std::size_t>> sized;
+  for (std::size_t k = 0; k < x.c.students.archs.size(); ++k) {
+    Generator gen(0);
+    const auto m = nn::make_model(x.c.students.archs[k],
+                                  {x.train.channels, x.train.num_classes, x.train.height}, gen);
+    sized.emplace_back(-nn::count_parameters(*m), k);
+  }
+  std::stable_sort(sized.begin(), sized.end(),
+                   [](const auto& a, const auto& b) { return a.first < b.first; });
+  std::vector<std::size_t> order;
+  for (const auto& [size, k] : sized)
+    order.push_back(k);
+  return order;
+}
+
+// TAKD and DGKD: the students one stage ("hop") each, largest first, every hop from its
+// warm-started weights on the same batches as the other methods. TAKD's guide is the model of
+// the hop before (the teacher for the first); DGKD's guides are the teacher and every student
+// already distilled. A guide is its hop's best-validation weights. The result lists the
+// students in their configured order; its time is that of all hops, per epoch.
+StageResult run_chain(const MethodContext& x, const std::string& method) {
+  const std::vector<std::string>& archs = x.c.students.archs;
+  std::vector<std::shared_ptr<nn::Module>> guides = {x.teacher};
+  StageResult chain;
+  chain.models.resize(archs.size());
+  chain.best_checkpoints.resize(archs.size());
+  std::int64_t hop = 0;
+  for (std::size_t k : largest_first(x)) {
+    ++hop;
+    const StageSpec s = method_stage(x, fmt::format("{}_hop{}", method, hop), method, {archs[k]},
+                                     {x.warm.best_checkpoints[k]});
+    std::vector<std::shared_ptr<nn::Module>> teachers =
+        method == "takd" ? std::vector<std::shared_ptr<nn::Module>>{guides.back()} : guides;
+    PolicyFactory make_policy;
+    if (method == "takd")
+      make_policy = [&] { return distill::kd_weighting(x.c.distill.kd_alpha); };
+    else
+      make_policy = [&] {
+        return std::make_unique<distill::DgkdWeighting>(
+            x.c.distill.kd_alpha, x.c.distill.dgkd_drop,
+            static_cast<std::uint64_t>(x.c.run.seed) + 5);
+      };
+    const StageResult r = run_stage(s, x.d, teachers, make_policy, x.c.distill.tau, x.run,
+                                    x.o.resume, x.stop, x.o.stop_after_steps);
+    chain.models[k] = r.models[0];
+    chain.best_checkpoints[k] = r.best_checkpoints[0];
+    chain.seconds += r.seconds;
+    chain.peak_bytes = std::max(chain.peak_bytes, r.peak_bytes);
+    guides.push_back(load_model(archs[k], x.train, r.best_checkpoints[0]));
+  }
+  chain.seconds_per_epoch =
+      x.c.distill.epochs > 0 ? chain.seconds / static_cast<double>(x.c.distill.epochs) : 0.0;
+  return chain;
 }
 
 }  // namespace
@@ -169,7 +296,7 @@ int run_pipeline(const Config& c, const PipelineOptions& o, const std::atomic<bo
                 seed + 1,
                 c.run.progress};
     StageResult r = run_stage(
-        s, d, nullptr, [] { return distill::ce_weighting(); }, c.distill.tau, run, o.resume, stop,
+        s, d, {}, [] { return distill::ce_weighting(); }, c.distill.tau, run, o.resume, stop,
         o.stop_after_steps);
     teacher_summary = r.models[0];
     teacher_path = r.best_checkpoints[0];
@@ -204,52 +331,15 @@ int run_pipeline(const Config& c, const PipelineOptions& o, const std::atomic<bo
                  seed + 2,
                  c.run.progress};
   const StageResult warm_result = run_stage(
-      warm, d, nullptr, [] { return distill::ce_weighting(); }, c.distill.tau, run, o.resume, stop,
+      warm, d, {}, [] { return distill::ce_weighting(); }, c.distill.tau, run, o.resume, stop,
       o.stop_after_steps);
 
   // 3. Each method from the same warm-started students, on the same batches.
+  const MethodContext ctx{c, d, dataset.train, teacher, warm_result, run, o, stop};
   std::vector<std::pair<std::string, StageResult>> results;
-  for (const std::string& method : c.run.methods) {
-    StageSpec s{method,
-                method,
-                "student",
-                c.students.archs,
-                warm_result.best_checkpoints,
-                c.distill.epochs,
-                optim_spec(c.students.optim),
-                seed + 3,
-                c.run.progress};
-    PolicyFactory make_policy;
-    if (method == "ce") {
-      make_policy = [] { return distill::ce_weighting(); };
-    } else if (method == "kd") {
-      make_policy = [&] { return distill::kd_weighting(c.distill.kd_alpha); };
-    } else {
-      make_policy = [&]() -> std::unique_ptr<distill::WeightingPolicy> {
-        nn::CNetConfig cc;
-        cc.input = nn::parse_cnet_input(c.cnet.input);
-        cc.head = nn::parse_cnet_head(c.cnet.head);
-        cc.num_students = static_cast<std::int64_t>(c.students.archs.size());
-        cc.backbone = c.cnet.backbone;
-        cc.image = {dataset.train.channels, 0, dataset.train.height};
-        Generator gen(seed * 31 + 7);
-        auto cnet = std::make_shared<nn::CNet>(cc, gen);
-        optim::AdamOptions adam;
-        adam.lr = c.cnet.lr;
-        adam.weight_decay = c.cnet.weight_decay;
-        data::LoaderOptions vo;  // meta batches: held-out split, never augmented
-        vo.batch_size = c.distill.meta_batch_size;
-        vo.shuffle = true;
-        vo.normalization = d.normalization;
-        vo.seed = seed + 4;
-        return std::make_unique<distill::CNetWeighting>(
-            cnet, adam, c.distill.meta_interval,
-            data::BatchIterator(dataset.train, d.split.val, vo), c.cnet.batchnorm_train);
-      };
-    }
-    results.emplace_back(method, run_stage(s, d, method == "ce" ? nullptr : teacher, make_policy,
-                                           c.distill.tau, run, o.resume, stop, o.stop_after_steps));
-  }
+  for (const std::string& method : c.run.methods)
+    results.emplace_back(method, method == "takd" || method == "dgkd" ? run_chain(ctx, method)
+                                                                      : run_method(ctx, method));
 
   // 4. Report.
   const double wall =

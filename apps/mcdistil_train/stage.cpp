@@ -58,7 +58,9 @@ void save_checkpoint(const RunDirectory& run, const StageSpec& spec, distill::Tr
       all[fmt::format("model{}.{}", k, key)] = t;
     for (const auto& [key, t] : students[k].optimizer->state_dict())
       all[fmt::format("optim{}.{}", k, key)] = t;
-    all[fmt::format("meters{}", k)] = Tensor::from_vector(students[k].meters.to_vector(), {9});
+    const std::vector<double> meters = students[k].meters.to_vector();
+    all[fmt::format("meters{}", k)] =
+        Tensor::from_vector(meters, {static_cast<std::int64_t>(meters.size())});
   }
   for (const auto& [key, t] : trainer.policy().state_dict())
     all["policy." + key] = t;
@@ -170,9 +172,9 @@ StageResult result_from_json(const nlohmann::json& j) {
 }  // namespace
 
 StageResult run_stage(const StageSpec& spec, const DataSplits& d,
-                      std::shared_ptr<nn::Module> teacher, const PolicyFactory& make_policy,
-                      double tau, const RunDirectory& run, bool resume,
-                      const std::atomic<bool>& stop, std::int64_t stop_after_steps) {
+                      std::vector<std::shared_ptr<nn::Module>> teachers,
+                      const PolicyFactory& make_policy, double tau, const RunDirectory& run,
+                      bool resume, const std::atomic<bool>& stop, std::int64_t stop_after_steps) {
   const std::string done_name = spec.name + "_done.json";
   if (resume && std::filesystem::exists(run.file(done_name))) {
     std::ifstream in(run.file(done_name));
@@ -210,7 +212,7 @@ StageResult run_stage(const StageSpec& spec, const DataSplits& d,
     s.schedule = make_schedule(spec.optim, spec.epochs);
     students.push_back(std::move(s));
   }
-  distill::Trainer trainer(students, teacher, make_policy(), tau);
+  distill::Trainer trainer(students, std::move(teachers), make_policy(), tau);
 
   data::LoaderOptions lo;
   lo.batch_size = d.batch_size;
@@ -299,6 +301,8 @@ StageResult run_stage(const StageSpec& spec, const DataSplits& d,
                             {"alpha_std", m.spread(m.alpha, m.alpha_sq)},
                             {"beta_mean", m.mean(m.beta)},
                             {"beta_std", m.spread(m.beta, m.beta_sq)},
+                            {"alpha_hist", m.alpha_hist},
+                            {"beta_hist", m.beta_hist},
                             {"val_loss", val.mean_loss},
                             {"val_acc", val.accuracy},
                             {"test_acc", test.accuracy},

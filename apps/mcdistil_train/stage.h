@@ -39,8 +39,8 @@ struct DataSplits {
 };
 
 struct StageSpec {
-  std::string name;    // file prefix and metrics tag: teacher, warmstart, ce, kd, mcdistil
-  std::string method;  // ce | kd | mcdistil (the weighting policy's name)
+  std::string name;    // file prefix and metrics tag: teacher, warmstart, ce, kd, takd_hop1, ...
+  std::string method;  // ce | kd | takd | dgkd | mcdistil
   std::string role;    // teacher | student
   std::vector<std::string> archs;
   std::vector<std::string> init_checkpoints;  // per model: weights to start from ("" = fresh)
@@ -61,11 +61,13 @@ struct StageResult {
 struct Interrupted {};
 
 // Runs (or, with resume, continues or skips) a stage. `make_policy` builds the weighting
-// policy once the students exist; `teacher` may be null for CE stages.
+// policy once the students exist; `teachers` is empty for CE stages, one model for KD and
+// MC-Distil, several for DGKD.
 using PolicyFactory = std::function<std::unique_ptr<distill::WeightingPolicy>()>;
 StageResult run_stage(const StageSpec& spec, const DataSplits& data,
-                      std::shared_ptr<nn::Module> teacher, const PolicyFactory& make_policy,
-                      double tau, const RunDirectory& run, bool resume,
-                      const std::atomic<bool>& stop, std::int64_t stop_after_steps = 0);
+                      std::vector<std::shared_ptr<nn::Module>> teachers,
+                      const PolicyFactory& make_policy, double tau, const RunDirectory& run,
+                      bool resume, const std::atomic<bool>& stop,
+                      std::int64_t stop_after_steps = 0);
 
 }  // namespace mcd::app

@@ -3,6 +3,7 @@
 // tensors as detached contiguous values; only distill_loss records autograd history.
 #include <mcd/distill/fused_loss.h>
 
+#include <algorithm>
 #include <cmath>
 #include <string>
 #include <utility>
@@ -58,6 +59,7 @@ std::string describe(const Tensor& t) {
 struct LossInputs {
   std::vector<Tensor> logits;  // K x (B, V)
   Tensor prob, log_prob;       // (B, V), undefined without a teacher
+  Tensor kl_offset;            // (B), undefined for a single teacher
   Tensor labels;               // int64 (B)
   Tensor alpha, beta;          // (K, B)
   std::int64_t k = 0, b = 0, v = 0;
@@ -109,6 +111,13 @@ LossInputs prepare(const char* op, const std::vector<Tensor>& student_logits,
     }
     in.prob = dense(teacher.prob);
     in.log_prob = dense(teacher.log_prob);
+    if (teacher.kl_offset.defined()) {
+      MCD_CHECK(teacher.kl_offset.shape() == Shape({in.b}) && teacher.kl_offset.dtype() == in.dtype,
+                "{}: teacher kl_offset is {} but must be {} [{}] for student logits {}", op,
+                describe(teacher.kl_offset), dtype_name(in.dtype), in.b, shape_str(z0.shape()));
+      check_cpu(op, "kl_offset", teacher.kl_offset);
+      in.kl_offset = dense(teacher.kl_offset);
+    }
   }
 
   MCD_CHECK(labels.defined(), "{}: labels are undefined", op);
@@ -159,6 +168,25 @@ const T* data_or_null(const Tensor& t) {
   return t.defined() ? t.data<T>() : nullptr;
 }
 
+// A teacher mixture's student-independent part of the mean KL (fused_loss.h): it joins every
+// kl and, weighted by beta, every loss; dL/dz does not change.
+template <class T>
+void add_kl_offset(const LossInputs& in, FusedLossOutput& out) {
+  const T* off = in.kl_offset.data<T>();
+  const T* beta = in.beta.data<T>();
+  T* kl = out.kl.data<T>();
+  T* loss = out.loss.data<T>();
+  const double scale = in.tau * in.tau / static_cast<double>(in.b);
+  for (std::int64_t s = 0; s < in.k; ++s) {
+    double extra = 0.0;
+    for (std::int64_t i = 0; i < in.b; ++i) {
+      kl[s * in.b + i] += off[i];
+      extra += static_cast<double>(beta[s * in.b + i]) * static_cast<double>(off[i]);
+    }
+    loss[s] = static_cast<T>(static_cast<double>(loss[s]) + scale * extra);
+  }
+}
+
 // grad_logits stays undefined unless `with_grad`.
 FusedLossOutput run_forward(const char* op, const LossInputs& in, bool with_grad) {
   FusedLossOutput out;
@@ -174,6 +202,7 @@ FusedLossOutput run_forward(const char* op, const LossInputs& in, bool with_grad
                                     in.alpha.data<T>(), in.beta.data<T>(), in.tau, out.ce.data<T>(),
                                     out.kl.data<T>(), out.loss.data<T>(),
                                     with_grad ? out.grad_logits.data<T>() : nullptr);
+    if (in.kl_offset.defined()) add_kl_offset<T>(in, out);
   });
   return out;
 }
@@ -214,6 +243,66 @@ TeacherTargets make_teacher_targets(const Tensor& teacher_logits, double tau) {
   t.prob = softmax(zt, 1, tau);
   t.log_prob = log_softmax(zt, 1, tau);
   t.tau = tau;
+  return t;
+}
+
+TeacherTargets make_mixture_targets(const std::vector<Tensor>& teacher_logits, double tau) {
+  const char* op = "make_mixture_targets";
+  MCD_CHECK(!teacher_logits.empty(), "{}: expected the logits of at least one teacher, got none",
+            op);
+  if (teacher_logits.size() == 1) return make_teacher_targets(teacher_logits[0], tau);
+  std::vector<TeacherTargets> each;
+  for (std::size_t j = 0; j < teacher_logits.size(); ++j) {
+    each.push_back(make_teacher_targets(teacher_logits[j], tau));
+    MCD_CHECK(teacher_logits[j].shape() == teacher_logits[0].shape() &&
+                  teacher_logits[j].dtype() == teacher_logits[0].dtype(),
+              "{}: teacher {} logits are {} but teacher 0 logits are {}", op, j,
+              describe(teacher_logits[j]), describe(teacher_logits[0]));
+  }
+  const auto n = static_cast<std::int64_t>(each.size());
+  const std::int64_t b = teacher_logits[0].size(0), v = teacher_logits[0].size(1);
+  const DType dtype = teacher_logits[0].dtype();
+  TeacherTargets t;
+  t.prob = Tensor::empty({b, v}, dtype);
+  t.log_prob = Tensor::empty({b, v}, dtype);
+  t.kl_offset = Tensor::empty({b}, dtype);
+  t.guides = n;
+  t.tau = tau;
+  dispatch_floating(op, dtype, [&](auto tag) {
+    using T = decltype(tag);
+    std::vector<Tensor> log_probs;
+    std::vector<const T*> lp;
+    for (const TeacherTargets& e : each) {
+      log_probs.push_back(dense(e.log_prob));
+      lp.push_back(log_probs.back().template data<T>());
+    }
+    T* prob = t.prob.data<T>();
+    T* log_prob = t.log_prob.data<T>();
+    T* offset = t.kl_offset.data<T>();
+    const double log_n = std::log(static_cast<double>(n));
+    for (std::int64_t i = 0; i < b; ++i) {
+      double off = 0.0;
+      for (std::int64_t c = i * v; c < (i + 1) * v; ++c) {
+        // log of the mean probability by log-sum-exp, finite even where every guide's
+        // probability underflows.
+        double top = static_cast<double>(lp[0][c]);
+        for (std::int64_t j = 1; j < n; ++j)
+          top = std::max(top, static_cast<double>(lp[j][c]));
+        double sum = 0.0;
+        for (std::int64_t j = 0; j < n; ++j)
+          sum += std::exp(static_cast<double>(lp[j][c]) - top);
+        const double log_mean = top + std::log(sum) - log_n;
+        prob[c] = static_cast<T>(std::exp(log_mean));
+        log_prob[c] = static_cast<T>(log_mean);
+        for (std::int64_t j = 0; j < n; ++j) {
+          const double l = static_cast<double>(lp[j][c]);
+          const double p = std::exp(l);
+          if (p > 0.0) off += p * (l - log_mean);
+        }
+      }
+      offset[i] = static_cast<T>(off / static_cast<double>(n));
+    }
+  });
   return t;
 }
 

@@ -1,9 +1,12 @@
 // The trainer's step, the fixed and C-Net weighting policies, and the epoch meters.
 #include <mcd/distill/trainer.h>
 
+#include <algorithm>
 #include <cmath>
+#include <numeric>
 
 #include <mcd/engine/autograd.h>
+#include <mcd/engine/generator.h>
 #include <mcd/engine/ops/reduce.h>
 
 namespace mcd::distill {
@@ -16,26 +19,53 @@ double Meters::spread(double sum, double sum_sq) const {
   return std::sqrt(std::max(0.0, sum_sq / static_cast<double>(seen) - m * m));
 }
 
+std::size_t Meters::weight_bin(double w) {
+  if (!(w >= 0.0)) return 0;  // negative (or NaN) weights join the first bin
+  if (w >= 1.0) return kWeightBins - 1;
+  return std::min(kWeightBins - 2, static_cast<std::size_t>(w * (kWeightBins - 1)));
+}
+
+// 9 scalars then the two histograms. Checkpoints from before the histograms hold the 9
+// scalars alone; they load with empty histograms.
 std::vector<double> Meters::to_vector() const {
-  return {loss,
-          ce,
-          kl,
-          alpha,
-          alpha_sq,
-          beta,
-          beta_sq,
-          static_cast<double>(correct),
-          static_cast<double>(seen)};
+  std::vector<double> v = {loss,
+                           ce,
+                           kl,
+                           alpha,
+                           alpha_sq,
+                           beta,
+                           beta_sq,
+                           static_cast<double>(correct),
+                           static_cast<double>(seen)};
+  for (const Histogram* h : {&alpha_hist, &beta_hist})
+    for (std::int64_t c : *h)
+      v.push_back(static_cast<double>(c));
+  return v;
 }
 
 Meters Meters::from_vector(const std::vector<double>& v) {
-  MCD_CHECK(v.size() == 9, "Meters: expected 9 values, got {}", v.size());
+  constexpr std::size_t kScalars = 9, kAll = kScalars + 2 * kWeightBins;
+  MCD_CHECK(v.size() == kScalars || v.size() == kAll, "Meters: expected {} or {} values, got {}",
+            kScalars, kAll, v.size());
   Meters m;
   m.loss = v[0], m.ce = v[1], m.kl = v[2], m.alpha = v[3], m.alpha_sq = v[4], m.beta = v[5],
   m.beta_sq = v[6];
   m.correct = static_cast<std::int64_t>(v[7]);
   m.seen = static_cast<std::int64_t>(v[8]);
+  if (v.size() == kAll)
+    for (std::size_t b = 0; b < kWeightBins; ++b) {
+      m.alpha_hist[b] = static_cast<std::int64_t>(v[kScalars + b]);
+      m.beta_hist[b] = static_cast<std::int64_t>(v[kScalars + kWeightBins + b]);
+    }
   return m;
+}
+
+// ---- guides
+
+std::vector<std::size_t> WeightingPolicy::select_guides(std::int64_t, std::size_t available) {
+  std::vector<std::size_t> all(available);
+  std::iota(all.begin(), all.end(), std::size_t{0});
+  return all;
 }
 
 // ---- fixed weights
@@ -57,6 +87,33 @@ std::unique_ptr<WeightingPolicy> ce_weighting() {
 std::unique_ptr<WeightingPolicy> kd_weighting(double a) {
   MCD_CHECK(a >= 0.0 && a <= 1.0, "kd_weighting: kd_alpha must be in [0, 1], got {}", a);
   return std::make_unique<FixedWeighting>("kd", 1.0 - a, a);
+}
+
+// ---- DGKD
+
+DgkdWeighting::DgkdWeighting(double a, std::int64_t drop, std::uint64_t seed)
+    : a_(a), drop_(drop), seed_(seed) {
+  MCD_CHECK(a >= 0.0 && a <= 1.0, "DgkdWeighting: kd_alpha must be in [0, 1], got {}", a);
+  MCD_CHECK(drop >= 0, "DgkdWeighting: the number of guides to drop must be >= 0, got {}", drop);
+}
+
+std::vector<std::size_t> DgkdWeighting::select_guides(std::int64_t iteration,
+                                                      std::size_t available) {
+  std::vector<std::size_t> kept = WeightingPolicy::select_guides(iteration, available);
+  const auto drop = std::min(static_cast<std::size_t>(drop_), available - 1);
+  Generator gen(seed_ * 0x9E3779B97F4A7C15ULL + static_cast<std::uint64_t>(iteration));
+  for (std::size_t d = 0; d < drop; ++d)
+    kept.erase(kept.begin() + static_cast<std::ptrdiff_t>(gen.below(kept.size())));
+  return kept;
+}
+
+std::pair<Tensor, Tensor> DgkdWeighting::weights(const LabelledBatch& batch,
+                                                 const TeacherTargets& teacher,
+                                                 const std::vector<Tensor>& student_logits) {
+  const Shape shape = {static_cast<std::int64_t>(student_logits.size()), batch.labels.numel()};
+  const DType dtype = student_logits.at(0).dtype();
+  return {Tensor::full(shape, 1.0 - a_, dtype),
+          Tensor::full(shape, a_ * static_cast<double>(teacher.guides), dtype)};
 }
 
 // ---- C-Net weights and the meta step
@@ -140,22 +197,42 @@ void CNetWeighting::load_state_dict(const StateDict& state, const std::string& s
 
 // ---- the trainer
 
+Trainer::Trainer(std::vector<Student>& students, std::vector<std::shared_ptr<nn::Module>> teachers,
+                 std::unique_ptr<WeightingPolicy> policy, double tau)
+    : students_(students), teachers_(std::move(teachers)), policy_(std::move(policy)), tau_(tau) {
+  MCD_CHECK(!students_.empty(), "Trainer: no students");
+  for (std::size_t j = 0; j < teachers_.size(); ++j)
+    MCD_CHECK(teachers_[j] != nullptr, "Trainer: teacher {} is null", j);
+  MCD_CHECK(!policy_->needs_teacher() || !teachers_.empty(), "Trainer: method '{}' needs a teacher",
+            policy_->name());
+}
+
 Trainer::Trainer(std::vector<Student>& students, std::shared_ptr<nn::Module> teacher,
                  std::unique_ptr<WeightingPolicy> policy, double tau)
-    : students_(students), teacher_(std::move(teacher)), policy_(std::move(policy)), tau_(tau) {
-  MCD_CHECK(!students_.empty(), "Trainer: no students");
-  MCD_CHECK(!policy_->needs_teacher() || teacher_ != nullptr,
-            "Trainer: method '{}' needs a teacher", policy_->name());
+    : Trainer(students,
+              teacher ? std::vector<std::shared_ptr<nn::Module>>{std::move(teacher)}
+                      : std::vector<std::shared_ptr<nn::Module>>{},
+              std::move(policy), tau) {}
+
+TeacherTargets Trainer::teacher_targets(const Tensor& images) {
+  if (teachers_.empty() || !policy_->needs_teacher()) return no_teacher(tau_);
+  const std::vector<std::size_t> guides = policy_->select_guides(iteration_, teachers_.size());
+  MCD_CHECK(!guides.empty(), "Trainer: method '{}' chose no teacher for iteration {}",
+            policy_->name(), iteration_);
+  NoGradGuard no_grad;
+  std::vector<Tensor> logits;
+  for (std::size_t j : guides) {
+    MCD_CHECK(j < teachers_.size(), "Trainer: method '{}' chose teacher {} of {}", policy_->name(),
+              j, teachers_.size());
+    teachers_[j]->eval();
+    logits.push_back((*teachers_[j])(images));
+  }
+  return make_mixture_targets(logits, tau_);
 }
 
 void Trainer::step(const data::Batch& batch) {
   const LabelledBatch lb{batch.images, batch.labels};
-  TeacherTargets teacher = no_teacher(tau_);
-  if (teacher_ && policy_->needs_teacher()) {
-    NoGradGuard no_grad;
-    teacher_->eval();
-    teacher = make_teacher_targets((*teacher_)(batch.images), tau_);
-  }
+  const TeacherTargets teacher = teacher_targets(batch.images);
   policy_->before_step(iteration_, students_, lb, teacher);
 
   std::vector<Tensor> logits;
@@ -194,6 +271,8 @@ void Trainer::step(const data::Batch& batch) {
       m.alpha_sq += a[at] * a[at];
       m.beta += b[at];
       m.beta_sq += b[at] * b[at];
+      ++m.alpha_hist[Meters::weight_bin(a[at])];
+      ++m.beta_hist[Meters::weight_bin(b[at])];
     }
     m.loss += loss[k] * static_cast<double>(B);
     m.seen += B;

@@ -15,13 +15,25 @@ namespace mcd::distill {
 
 // The teacher's temperature softmax, computed once per batch. Undefined members mean "no
 // teacher" (CE only): then every beta must be zero and kl is reported as zero.
+//
+// Several teachers at once (DGKD) are one mixture: for guides j = 1..n with softmaxes qT_j and
+// their mean m, every student's
+//   (1/n) sum_j KL(qT_j || q) = KL(m || q) + (1/n) sum_j KL(qT_j || m),
+// and the second term does not depend on the student. So the fused loss runs once against m,
+// with that term added to every kl as `kl_offset`: the reported kl is exactly the mean KL over
+// the guides and dL/dz is exact, at the cost of one guide. A policy that sums the guides' KL
+// terms (DGKD) scales beta by `guides`.
 struct TeacherTargets {
-  Tensor prob;      // (B, V) softmax(zT / tau), no autograd history
-  Tensor log_prob;  // (B, V) log_softmax(zT / tau)
+  Tensor prob;              // (B, V) softmax(zT / tau), no autograd history
+  Tensor log_prob;          // (B, V) log_softmax(zT / tau)
+  Tensor kl_offset;         // (B) added to every student's kl; undefined = 0 (a single teacher)
+  std::int64_t guides = 1;  // teacher distributions averaged into prob
   double tau = 1.0;
   bool defined() const { return prob.defined(); }
 };
 TeacherTargets make_teacher_targets(const Tensor& teacher_logits, double tau);
+// The mixture of several teachers' temperature softmaxes (one entry: make_teacher_targets).
+TeacherTargets make_mixture_targets(const std::vector<Tensor>& teacher_logits, double tau);
 TeacherTargets no_teacher(double tau = 1.0);
 
 struct FusedLossOutput {

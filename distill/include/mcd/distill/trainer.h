@@ -4,8 +4,11 @@
 //   KD        alpha = 1 - a, beta = a (Hinton: (1 - a) CE + a tau^2 KL)
 //   MC-Distil weights from the C-Net, itself trained by the lookahead meta step every L
 //             iterations (meta_step.h), before that iteration's normal step
-// The teacher's logits are computed once per batch and shared by the meta step and the step.
+//   DGKD      several teachers at once (every larger trained model), some dropped at random
+//             each iteration; TAKD is a chain of KD stages, each with the previous as teacher
+// The teachers' logits are computed once per batch and shared by the meta step and the step.
 #pragma once
+#include <array>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -25,9 +28,15 @@ namespace mcd::distill {
 
 // Running sums over an epoch; saved in checkpoints so a resumed epoch reports the same.
 struct Meters {
+  // Histograms of the per-sample weights: 20 bins of width 0.05 over [0, 1), then [1, inf).
+  static constexpr std::size_t kWeightBins = 21;
+  using Histogram = std::array<std::int64_t, kWeightBins>;
+  static std::size_t weight_bin(double w);
+
   double loss = 0, ce = 0, kl = 0;                        // sums of batch means times batch size
   double alpha = 0, alpha_sq = 0, beta = 0, beta_sq = 0;  // sums over samples
   std::int64_t correct = 0, seen = 0;
+  Histogram alpha_hist{}, beta_hist{};
   void reset() { *this = Meters(); }
   double mean(double sum) const { return seen > 0 ? sum / static_cast<double>(seen) : 0.0; }
   double spread(double sum, double sum_sq) const;  // standard deviation over samples
@@ -48,6 +57,9 @@ class WeightingPolicy {
   virtual ~WeightingPolicy() = default;
   virtual std::string name() const = 0;
   virtual bool needs_teacher() const = 0;
+  // Which of the trainer's teachers guide `iteration` (indices into its list, at least one);
+  // all of them by default.
+  virtual std::vector<std::size_t> select_guides(std::int64_t iteration, std::size_t available);
   // Runs before the normal step of `iteration` (counted over the whole stage).
   virtual void before_step(std::int64_t iteration, std::vector<Student>& students,
                            const LabelledBatch& batch, const TeacherTargets& teacher) {}
@@ -74,6 +86,27 @@ class FixedWeighting final : public WeightingPolicy {
 
 std::unique_ptr<WeightingPolicy> ce_weighting();
 std::unique_ptr<WeightingPolicy> kd_weighting(double kd_alpha);
+
+// DGKD (Son et al., ICCV 2021): the student learns from every guide at once,
+//   L = (1 - a) CE + a tau^2 sum_{kept guides j} KL(qT_j || q),
+// and each iteration `drop` of the guides, drawn at random, sit out (never all of them): the
+// paper's stochastic variant, a dropout over teachers. The draw is a pure function of (seed,
+// iteration), so a resumed stage drops the same guides as an uninterrupted one.
+class DgkdWeighting final : public WeightingPolicy {
+ public:
+  DgkdWeighting(double kd_alpha, std::int64_t drop, std::uint64_t seed);
+  std::string name() const override { return "dgkd"; }
+  bool needs_teacher() const override { return true; }
+  std::vector<std::size_t> select_guides(std::int64_t iteration, std::size_t available) override;
+  // beta = a times the number of guides averaged into the targets (the sum above).
+  std::pair<Tensor, Tensor> weights(const LabelledBatch& batch, const TeacherTargets& teacher,
+                                    const std::vector<Tensor>& student_logits) override;
+
+ private:
+  double a_;
+  std::int64_t drop_;
+  std::uint64_t seed_;
+};
 
 class CNetWeighting final : public WeightingPolicy {
  public:
@@ -110,7 +143,12 @@ class CNetWeighting final : public WeightingPolicy {
 // The per-step loop body shared by every method and stage.
 class Trainer {
  public:
-  // teacher may be null when the policy needs none; it is used in eval mode, never updated.
+  // Teachers are used in eval mode, never updated; there may be none when the policy needs
+  // none. With several, the policy picks each iteration's guides and their softmaxes are
+  // mixed (make_mixture_targets).
+  Trainer(std::vector<Student>& students, std::vector<std::shared_ptr<nn::Module>> teachers,
+          std::unique_ptr<WeightingPolicy> policy, double tau);
+  // One teacher, or none when `teacher` is null.
   Trainer(std::vector<Student>& students, std::shared_ptr<nn::Module> teacher,
           std::unique_ptr<WeightingPolicy> policy, double tau);
 
@@ -124,8 +162,10 @@ class Trainer {
   std::vector<Student>& students() { return students_; }
 
  private:
+  TeacherTargets teacher_targets(const Tensor& images);
+
   std::vector<Student>& students_;
-  std::shared_ptr<nn::Module> teacher_;
+  std::vector<std::shared_ptr<nn::Module>> teachers_;
   std::unique_ptr<WeightingPolicy> policy_;
   double tau_;
   std::int64_t iteration_ = 0;

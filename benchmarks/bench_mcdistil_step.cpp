@@ -1,0 +1,199 @@
+// Times whole MC-Distil iterations of the trainer (distill::Trainer with the C-Net policy):
+// the frozen teacher's forward, every student's forward, the C-Net's weights, the fused loss,
+// backward and SGD step per student, and every L-th iteration the lookahead meta step first.
+// Reported: the median plain iteration, the median iteration with a meta step, the amortised
+// iteration ((L - 1) plain + 1 meta) / L, the meta step's cost in plain iterations, the
+// amortised overhead over a KD iteration (same models, no C-Net), and peak host memory.
+// The peer is benchmarks/torch_mcdistil_peer.py with the same arguments.
+// Output: one JSON object, then a short table.
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <omp.h>
+
+#include <fmt/format.h>
+#include <CLI/CLI.hpp>
+#include <nlohmann/json.hpp>
+
+#include <mcd/data/loader.h>
+#include <mcd/distill/trainer.h>
+#include <mcd/engine/allocator.h>
+#include <mcd/engine/generator.h>
+#include <mcd/models/cnet.h>
+#include <mcd/models/registry.h>
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+struct Options {
+  std::string teacher = "resnet10";
+  std::vector<std::string> students = {"resnet10_xxxs", "resnet10_xxs", "resnet10_xs", "resnet10_s",
+                                       "resnet10_m"};
+  std::string cnet = "resnet10_s";
+  std::int64_t batch = 400, image = 32, channels = 3, classes = 100, interval = 20;
+  std::int64_t iterations = 0;  // 0: two meta intervals plus one iteration
+  double tau = 4.0;
+};
+
+double median(std::vector<double> v) {
+  if (v.empty()) return 0.0;
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
+}
+
+// Random images: the step's cost does not depend on the pixel values.
+mcd::data::Dataset synthetic(const Options& o, std::int64_t n) {
+  mcd::data::Dataset d;
+  d.name = "synthetic";
+  d.channels = o.channels;
+  d.height = d.width = o.image;
+  d.num_classes = o.classes;
+  mcd::Generator gen(7);
+  d.pixels.resize(static_cast<std::size_t>(n * d.image_numel()));
+  for (auto& p : d.pixels)
+    p = static_cast<std::uint8_t>(gen.below(256));
+  for (std::int64_t i = 0; i < n; ++i)
+    d.labels.push_back(static_cast<std::int64_t>(gen.below(static_cast<std::uint64_t>(o.classes))));
+  return d;
+}
+
+std::vector<std::int64_t> iota(std::int64_t n) {
+  std::vector<std::int64_t> v(static_cast<std::size_t>(n));
+  for (std::int64_t i = 0; i < n; ++i)
+    v[static_cast<std::size_t>(i)] = i;
+  return v;
+}
+
+struct Timings {
+  std::vector<double> plain, meta;  // seconds per iteration
+  std::int64_t peak_bytes = 0;
+};
+
+// Runs `iterations` iterations (after one warm-up iteration that is not timed) and splits
+// the times by whether the iteration ran a meta step (iteration % L == 0 under the C-Net).
+Timings run(const Options& o, bool mcdistil, const mcd::data::Dataset& data) {
+  const mcd::nn::ModelConfig mc{o.channels, o.classes, o.image};
+  mcd::Generator gen(1);
+  auto teacher = mcd::nn::make_model(o.teacher, mc, gen);
+  std::vector<mcd::distill::Student> students;
+  for (const auto& arch : o.students) {
+    mcd::distill::Student s;
+    s.name = arch;
+    s.model = mcd::nn::make_model(arch, mc, gen);
+    mcd::optim::SgdOptions so;
+    so.lr = 0.05;
+    so.momentum = 0.9;
+    so.weight_decay = 5e-4;
+    s.optimizer = std::make_unique<mcd::optim::Sgd>(s.model->parameters(), so);
+    students.push_back(std::move(s));
+  }
+  mcd::data::LoaderOptions lo;
+  lo.batch_size = o.batch;
+  lo.normalization = {std::vector<float>(static_cast<std::size_t>(o.channels), 127.5f),
+                      std::vector<float>(static_cast<std::size_t>(o.channels), 64.0f)};
+  const std::int64_t n = o.batch * 4;
+  std::unique_ptr<mcd::distill::WeightingPolicy> policy;
+  if (mcdistil) {
+    mcd::nn::CNetConfig cc;
+    cc.num_students = static_cast<std::int64_t>(o.students.size());
+    cc.backbone = o.cnet;
+    cc.image = {o.channels, 0, o.image};
+    auto cnet = std::make_shared<mcd::nn::CNet>(cc, gen);
+    policy = std::make_unique<mcd::distill::CNetWeighting>(
+        cnet, mcd::optim::AdamOptions{}, o.interval, mcd::data::BatchIterator(data, iota(n), lo),
+        true);
+  } else {
+    policy = mcd::distill::kd_weighting(0.5);
+  }
+  mcd::distill::Trainer trainer(students, teacher, std::move(policy), o.tau);
+  mcd::data::BatchIterator train(data, iota(n), lo);
+  auto next_batch = [&] {
+    mcd::data::Batch b;
+    if (!train.next(b)) {
+      train.start_epoch(train.epoch() + 1);
+      train.next(b);
+    }
+    return b;
+  };
+  // Warm-up: plain iterations until the caching allocator holds every block size (iteration
+  // 0 would be a meta one, so start at 1), then one meta iteration, which is not timed.
+  trainer.set_iteration(1);
+  for (int i = 0; i < 3; ++i)
+    trainer.step(next_batch());
+  if (mcdistil) {
+    trainer.set_iteration(o.interval);
+    trainer.step(next_batch());
+  }
+  mcd::reset_peak_host_memory();
+  Timings t;
+  const std::int64_t iterations = o.iterations > 0 ? o.iterations : 2 * o.interval + 1;
+  for (std::int64_t i = 0; i < iterations; ++i) {
+    const bool meta = mcdistil && trainer.iteration() % o.interval == 0;
+    const mcd::data::Batch b = next_batch();  // batch assembly is not part of the step
+    const auto t0 = Clock::now();
+    trainer.step(b);
+    (meta ? t.meta : t.plain).push_back(std::chrono::duration<double>(Clock::now() - t0).count());
+  }
+  t.peak_bytes = mcd::host_memory_stats().peak_allocated_bytes;
+  return t;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  Options o;
+  int threads = 0;
+  CLI::App app{"MC-Distil iteration benchmark (CPU)"};
+  app.add_option("--teacher", o.teacher, "Teacher architecture")->capture_default_str();
+  app.add_option("--students", o.students, "Student architectures")->capture_default_str();
+  app.add_option("--cnet", o.cnet, "C-Net backbone")->capture_default_str();
+  app.add_option("--batch", o.batch, "Batch size")->capture_default_str();
+  app.add_option("--image", o.image, "Image side (pixels)")->capture_default_str();
+  app.add_option("--channels", o.channels, "Image channels")->capture_default_str();
+  app.add_option("--classes", o.classes, "Classes")->capture_default_str();
+  app.add_option("--interval", o.interval, "Meta interval L")->capture_default_str();
+  app.add_option("--iterations", o.iterations, "Timed iterations (0: 2L + 1)")
+      ->capture_default_str();
+  app.add_option("--threads", threads, "Threads (0: all)")->capture_default_str();
+  CLI11_PARSE(app, argc, argv);
+  if (threads > 0) omp_set_num_threads(threads);
+
+  const mcd::data::Dataset data = synthetic(o, o.batch * 4);
+  const Timings kd = run(o, false, data);
+  const Timings mc = run(o, true, data);
+  const double kd_s = median(kd.plain), plain_s = median(mc.plain), meta_s = median(mc.meta);
+  const double L = static_cast<double>(o.interval);
+  const double amortised_s = ((L - 1.0) * plain_s + meta_s) / L;
+  nlohmann::json j = {{"bench", "mcdistil_step"},
+                      {"device", "cpu"},
+                      {"threads", omp_get_max_threads()},
+                      {"teacher", o.teacher},
+                      {"students", o.students},
+                      {"cnet", o.cnet},
+                      {"batch", o.batch},
+                      {"input", fmt::format("{}x{}x{}", o.channels, o.image, o.image)},
+                      {"classes", o.classes},
+                      {"interval", o.interval},
+                      {"kd_iteration_ms", kd_s * 1e3},
+                      {"plain_iteration_ms", plain_s * 1e3},
+                      {"meta_iteration_ms", meta_s * 1e3},
+                      {"amortised_iteration_ms", amortised_s * 1e3},
+                      {"meta_step_in_plain_iterations", (meta_s - plain_s) / plain_s},
+                      {"amortised_overhead_over_kd", amortised_s / kd_s - 1.0},
+                      {"kd_peak_bytes", kd.peak_bytes},
+                      {"mcdistil_peak_bytes", mc.peak_bytes}};
+  fmt::print("{}\n", j.dump());
+  fmt::print("\n{:<28} {:>10}\n", "MC-Distil iteration (CPU)", "ms");
+  fmt::print("{:<28} {:>10.1f}\n", "KD iteration", kd_s * 1e3);
+  fmt::print("{:<28} {:>10.1f}\n", "plain (C-Net weights)", plain_s * 1e3);
+  fmt::print("{:<28} {:>10.1f}\n", "with meta step", meta_s * 1e3);
+  fmt::print("{:<28} {:>10.1f}\n", fmt::format("amortised, L = {}", o.interval), amortised_s * 1e3);
+  fmt::print("meta step = {:.2f} plain iterations; amortised overhead over KD {:+.1f}%\n",
+             (meta_s - plain_s) / plain_s, 100.0 * (amortised_s / kd_s - 1.0));
+  return 0;
+}

@@ -27,7 +27,7 @@ using mcd::app::load_config;
 
 namespace {
 
-constexpr std::size_t kKeyCount = 51;
+constexpr std::size_t kKeyCount = 52;
 
 fs::path scratch_dir() {
   static const fs::path dir = [] {
@@ -257,7 +257,7 @@ TEST_CASE("config: strings may be bare on the command line", "[config]") {
 TEST_CASE("config: unknown sections and keys", "[config]") {
   CHECK_THAT(cli_error("distill.taus=2"),
              Equals("command line: distill.taus: unknown key (known keys in [distill]: epochs, "
-                    "tau, kd_alpha, meta_interval, meta_batch_size)"));
+                    "tau, kd_alpha, dgkd_drop, meta_interval, meta_batch_size)"));
   CHECK_THAT(cli_error("optimizer.lr=0.1"),
              Equals("command line: optimizer.lr: unknown section (known sections: run, data, "
                     "teacher, students, distill, cnet)"));
@@ -305,7 +305,7 @@ TEST_CASE("config: wrong types", "[config]") {
              Equals(path + ": teacher.arch: expected a non-empty string, got 10 (line 2)"));
   CHECK_THAT(file_error("[run]\nmethods = \"ce\"\n"),
              Equals(path + ": run.methods: expected a non-empty list of distinct names from ce, "
-                           "kd, mcdistil, got \"ce\" (line 2)"));
+                           "kd, takd, dgkd, mcdistil, got \"ce\" (line 2)"));
   CHECK_THAT(file_error("[data]\nflip = 1979-05-27\n"),
              Equals(path + ": data.flip: expected a boolean (true or false), got a date or time "
                            "(line 2)"));
@@ -363,10 +363,10 @@ TEST_CASE("config: bad choices", "[config]") {
                                                        "sigmoid, official, got \"linear\""));
   CHECK_THAT(cli_error(R"(run.methods=["ce", "dkd"])"),
              Equals("command line: run.methods: expected a non-empty list of distinct names from "
-                    "ce, kd, mcdistil, got [\"ce\", \"dkd\"] (\"dkd\" is not one of them)"));
+                    "ce, kd, takd, dgkd, mcdistil, got [\"ce\", \"dkd\"] (\"dkd\" is not one of them)"));
   CHECK_THAT(cli_error("run.methods=ce,kd,ce"),
              Equals("command line: run.methods: expected a non-empty list of distinct names from "
-                    "ce, kd, mcdistil, got [\"ce\", \"kd\", \"ce\"] (\"ce\" appears twice)"));
+                    "ce, kd, takd, dgkd, mcdistil, got [\"ce\", \"kd\", \"ce\"] (\"ce\" appears twice)"));
   CHECK_THAT(cli_error("students.archs=[]"),
              Equals("command line: students.archs: expected a non-empty list of distinct strings, "
                     "got []"));
@@ -503,7 +503,7 @@ TEST_CASE("config: describe_keys has one line per key", "[config]") {
   CHECK_THAT(line_of("data.val_fraction"), Contains("(float in [0, 0.9), 0.1)"));
   CHECK_THAT(line_of("teacher.schedule"), Contains("(cosine|step|constant, \"cosine\")"));
   CHECK_THAT(line_of("run.methods"),
-             Contains("(list of ce|kd|mcdistil, [\"ce\", \"kd\", \"mcdistil\"])"));
+             Contains("(list of ce|kd|takd|dgkd|mcdistil, [\"ce\", \"kd\", \"mcdistil\"])"));
   CHECK_THAT(line_of("students.lr"), Contains("(float > 0, 0.05)"));
   CHECK_THAT(line_of("run.seed"), Contains("(int >= 0, 0)"));
   CHECK_THAT(line_of("data.flip"), Contains("(bool, true)"));

@@ -8,7 +8,7 @@ packages=(
   build-essential cmake ninja-build pkg-config
   libeigen3-dev catch2 libfmt-dev nlohmann-json3-dev libcli11-dev libtomlplusplus-dev
   zlib1g-dev libomp-dev libjpeg-dev libpng-dev
-  dataset-fashion-mnist
+  dataset-fashion-mnist python3 python3-matplotlib
 )
 missing=()
 for p in "${packages[@]}"; do

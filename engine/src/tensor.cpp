@@ -46,6 +46,8 @@ Tensor Tensor::empty(const Shape& shape, DType dtype, Device device) {
 }
 
 Tensor Tensor::zeros(const Shape& shape, DType dtype, Device device) {
+  // Filled on the host and copied: the engine writes no device memory itself.
+  if (!device.is_cpu()) return zeros(shape, dtype).to(device);
   Tensor t = empty(shape, dtype, device);
   std::memset(t.raw_data(), 0, static_cast<std::size_t>(t.numel()) * dtype_size(dtype));
   return t;
@@ -56,6 +58,7 @@ Tensor Tensor::ones(const Shape& shape, DType dtype, Device device) {
 }
 
 Tensor Tensor::full(const Shape& shape, double value, DType dtype, Device device) {
+  if (!device.is_cpu()) return full(shape, value, dtype).to(device);
   Tensor t = empty(shape, dtype, device);
   t.fill_(value);
   return t;
@@ -161,7 +164,8 @@ double Tensor::item() const {
 }
 
 std::vector<double> Tensor::to_doubles() const {
-  detail::require_cpu("Tensor::to_doubles", {this});
+  // A device tensor is read through a copy to the host, without autograd.
+  if (!device().is_cpu()) return detach().to(Device::cpu()).to_doubles();
   Tensor d = to(DType::Float64).contiguous();
   const double* p = d.data<double>();
   return std::vector<double>(p, p + d.numel());

@@ -4,6 +4,7 @@
 #include <numeric>
 
 #include <mcd/engine/autograd.h>
+#include <mcd/engine/device_backend.h>
 #include <mcd/engine/ops/reduce.h>
 #include <mcd/engine/tensor.h>
 #include <mcd/kernels/cpu/elementwise.h>
@@ -208,6 +209,58 @@ Tensor Tensor::to(DType target) const {
   if (is_floating(target) && is_floating(dtype())) {
     const DType source = dtype();
     record(out, "to", {*this},
+           [source](const Tensor& g) { return std::vector<Tensor>{g.to(source)}; });
+    propagate_tangent(out, {*this}, [&] { return tangent_or_zeros(*this).to(target); });
+  }
+  return out;
+}
+
+namespace {
+
+// The elements a strided view can reach, from its offset: 1 + sum (size - 1) * stride (strides
+// are never negative here), or 0 for an empty view.
+std::int64_t reachable_span(const Tensor& t) {
+  if (t.numel() == 0) return 0;
+  std::int64_t span = 1;
+  for (std::size_t d = 0; d < t.shape().size(); ++d)
+    span += (t.shape()[d] - 1) * t.strides()[d];
+  return span;
+}
+
+// A contiguous host copy of t, which may live on a device and be any strided view: the span
+// of storage the view reaches is copied as one block, then viewed and compacted on the host.
+Tensor host_contiguous(const Tensor& t) {
+  if (t.device().is_cpu()) return detail::contiguous_data(t);
+  const std::int64_t span = reachable_span(t);
+  Tensor block = Tensor::empty({span}, t.dtype());
+  if (span > 0)
+    require_device_backend(t.device(), "Tensor::to")
+        .copy(block.raw_data(), Device::cpu(), t.raw_data(), t.device(),
+              static_cast<std::size_t>(span) * dtype_size(t.dtype()));
+  return detail::contiguous_data(detail::make_view(block, t.shape(), t.strides(), 0));
+}
+
+}  // namespace
+
+Tensor Tensor::to(Device target) const {
+  if (target == device()) return *this;
+  const char* op = "Tensor::to";
+  const Tensor host = host_contiguous(*this);
+  Tensor out;
+  if (target.is_cpu()) {
+    // host_contiguous made a fresh copy unless this was already a contiguous host tensor,
+    // which target == device() excluded.
+    out = host.detach();
+  } else {
+    out = Tensor::empty(shape(), dtype(), target);
+    if (numel() > 0)
+      require_device_backend(target, op)
+          .copy(out.raw_data(), target, host.raw_data(), Device::cpu(),
+                static_cast<std::size_t>(numel()) * dtype_size(dtype()));
+  }
+  if (is_floating(dtype())) {
+    const Device source = device();
+    record(out, "to_device", {*this},
            [source](const Tensor& g) { return std::vector<Tensor>{g.to(source)}; });
     propagate_tangent(out, {*this}, [&] { return tangent_or_zeros(*this).to(target); });
   }

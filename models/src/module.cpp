@@ -20,20 +20,27 @@ std::string describe(const Tensor& t) {
 }
 
 // Gives `t` new storage of `dtype` while keeping its TensorImpl (and so every handle).
-void convert_in_place(const Tensor& t, DType dtype) {
-  if (t.dtype() == dtype) return;
-  Tensor converted;
-  {
-    NoGradGuard no_grad;
-    converted = t.detach().to(dtype).contiguous();
-  }
+void replace_storage(const Tensor& t, const Tensor& converted) {
   TensorImpl& impl = t.impl();
   impl.storage = converted.impl().storage;
   impl.strides = converted.strides();
   impl.offset = converted.offset();
-  impl.dtype = dtype;
+  impl.dtype = converted.dtype();
   impl.grad.reset();
   impl.tangent.reset();
+}
+
+void convert_in_place(const Tensor& t, DType dtype) {
+  if (t.dtype() == dtype) return;
+  NoGradGuard no_grad;
+  replace_storage(t, t.detach().to(dtype).contiguous());
+}
+
+// Gives `t` new storage on `device` while keeping its TensorImpl (and so every handle).
+void move_in_place(const Tensor& t, Device device) {
+  if (t.device() == device) return;
+  NoGradGuard no_grad;
+  replace_storage(t, t.detach().to(device));
 }
 
 }  // namespace
@@ -176,6 +183,13 @@ void Module::to(DType dtype) {
     convert_in_place(t, dtype);
   for (auto& [name, t] : named_buffers())
     if (is_floating(t.dtype())) convert_in_place(t, dtype);
+}
+
+void Module::to(Device device) {
+  for (auto& [name, t] : named_parameters())
+    move_in_place(t, device);
+  for (auto& [name, t] : named_buffers())
+    move_in_place(t, device);
 }
 
 }  // namespace mcd::nn

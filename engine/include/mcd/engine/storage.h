@@ -1,4 +1,6 @@
-// Storage: a reference-counted, 64-byte aligned byte buffer on one device. Views share it.
+// Storage: a reference-counted byte buffer on one device (64-byte aligned on the host, from
+// the device's backend elsewhere). Views share it. On a device, data() is a device pointer:
+// only that device's kernels and the backend's copies may use it.
 #pragma once
 #include <cstddef>
 #include <memory>
@@ -6,6 +8,8 @@
 #include <mcd/engine/dtype.h>
 
 namespace mcd {
+
+class DeviceBackend;
 
 class Storage {
  public:
@@ -23,6 +27,7 @@ class Storage {
   void* data_ = nullptr;
   std::size_t nbytes_ = 0;
   Device device_;
+  DeviceBackend* backend_ = nullptr;  // null on the host
 };
 
 }  // namespace mcd

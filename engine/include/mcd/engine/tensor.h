@@ -69,7 +69,9 @@ class Tensor {
   bool shares_storage_with(const Tensor& other) const;
   std::string str() const;  // shape, dtype, device and (for small tensors) values
 
-  // ---- element access (CPU). data<T>() checks the dtype and points at element 0.
+  // ---- element access. data<T>() checks the dtype and points at element 0: host memory for a
+  // CPU tensor, device memory (for that device's kernels) otherwise. item() and to_doubles()
+  // copy a device tensor to the host first.
   template <class T>
   T* data();
   template <class T>
@@ -90,6 +92,9 @@ class Tensor {
   Tensor flatten(std::int64_t start_dim = 0, std::int64_t end_dim = -1) const;
   Tensor contiguous() const;
   Tensor to(DType dtype) const;
+  // A copy on `device` (this tensor itself when already there), differentiable: gradients
+  // and tangents move back and forth with the values. Needs the device's backend.
+  Tensor to(Device device) const;
   Tensor clone() const;
   Tensor detach() const;  // shares storage, no autograd history and no tangent
 

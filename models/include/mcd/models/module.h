@@ -49,6 +49,9 @@ class Module {
   // Converts parameters and floating buffers in place (same TensorImpl, new storage) and
   // drops their gradients. Call it before an optimizer captures any state.
   void to(DType dtype);
+  // Moves parameters and buffers to `device` in place (same TensorImpl, new storage) and drops
+  // their gradients. Call it before an optimizer captures any state.
+  void to(Device device);
 
  protected:
   // Names are non-empty, contain no '.', and are unique within the module.

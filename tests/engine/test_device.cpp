@@ -78,9 +78,9 @@ void check_equal(const Tensor& a, const Tensor& b) {
 }  // namespace
 
 TEST_CASE("device tensors need a backend and an existing device", "[engine][device]") {
-  CHECK_THROWS_WITH(Tensor::empty({2}, DType::Float32, Device::cuda()),
-                    Catch::Contains("cuda:0 is not available") &&
-                        Catch::Contains("no CUDA backend"));
+  CHECK_THROWS_WITH(
+      Tensor::empty({2}, DType::Float32, Device::cuda()),
+      Catch::Contains("cuda:0 is not available") && Catch::Contains("no CUDA backend"));
   FakeDeviceScope fake(2);
   CHECK_NOTHROW(Tensor::empty({2}, DType::Float32, Device::cuda(1)));
   CHECK_THROWS_WITH(Tensor::empty({2}, DType::Float32, Device::cuda(2)),

@@ -1,0 +1,92 @@
+#!/usr/bin/env bash
+# The GPU check, run ON THE GPU MACHINE from the repository root with the bundle built by
+# build_bundle.sh carried along: the GPU tests (CPU/CUDA parity), the CUDA benchmark, the
+# PyTorch peer, then compute-sanitizer memcheck and racecheck on test subsets. Each step has
+# its own time limit and a failing step does not stop the others; the JSON results are
+# rewritten after every step (so a run cut short still leaves them) and a table is printed last.
+# Usage: benchmarks/gpu/check.sh OUT_DIR      (bundle folder: $MCD_GPU_DIST, default gpu-dist)
+set -uo pipefail
+out="${1:?usage: benchmarks/gpu/check.sh OUT_DIR}"
+dist="$(cd "${MCD_GPU_DIST:-gpu-dist}" 2>/dev/null && pwd)" || {
+  echo "check: bundle folder ${MCD_GPU_DIST:-gpu-dist} not found (build it with build_bundle.sh and carry it)" >&2
+  exit 2
+}
+mkdir -p "$out"
+out="$(cd "$out" && pwd)"
+logs="$(mktemp -d)"
+trap 'rm -rf "$logs"' EXIT
+
+# PyTorch's Python (its NVIDIA wheels hold the CUDA libraries), else whatever python3 is there.
+py="${PYTHON:-}"
+[ -n "$py" ] || { [ -x /opt/torch/.venv/bin/python3 ] && py=/opt/torch/.venv/bin/python3; } || true
+[ -n "$py" ] || py="$(command -v python3)"
+nvidia_libs="$("$py" - <<'PY' 2>/dev/null
+import glob, os
+dirs = []
+try:
+    import nvidia
+    for root in nvidia.__path__:
+        dirs += sorted(glob.glob(os.path.join(root, "*", "lib")))
+except Exception:
+    pass
+print(":".join(dirs))
+PY
+)"
+if [ -z "$nvidia_libs" ]; then
+  nvidia_libs="$(ls -d /opt/torch/.venv/lib/python3*/site-packages/nvidia/*/lib 2>/dev/null | paste -sd:)"
+fi
+export LD_LIBRARY_PATH="$dist/lib${nvidia_libs:+:$nvidia_libs}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+
+sanitizer=""
+for c in "$(command -v compute-sanitizer 2>/dev/null)" /usr/local/cuda/bin/compute-sanitizer \
+  /usr/local/cuda/compute-sanitizer/compute-sanitizer /usr/local/cuda-*/bin/compute-sanitizer \
+  "$(dirname "$py")"/../lib/python3*/site-packages/nvidia/*/bin/compute-sanitizer; do
+  if [ -n "$c" ] && [ -x "$c" ]; then sanitizer="$c"; break; fi
+done
+
+summarize() { "$py" "$dist/summarize.py" "$logs" "$out" "$@"; }
+
+# step NAME LIMIT_SECONDS COMMAND...: output to $logs/NAME.log, "NAME rc milliseconds limit" to
+# $logs/steps.txt.
+step() {
+  local name="$1" limit="$2"
+  shift 2
+  local t0 t1 rc
+  echo "== $name (limit ${limit}s): $*"
+  t0=$(date +%s%N)
+  timeout --kill-after=10 "$limit" "$@" >"$logs/$name.log" 2>&1
+  rc=$?
+  t1=$(date +%s%N)
+  echo "$name $rc $(((t1 - t0) / 1000000)) $limit" >>"$logs/steps.txt"
+  echo "   rc=$rc"
+  summarize --quiet || true
+}
+
+echo "== environment"
+{
+  nvidia-smi -L
+  nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv
+  echo "python: $py"
+  echo "LD_LIBRARY_PATH: $LD_LIBRARY_PATH"
+  echo "compute-sanitizer: ${sanitizer:-not found}"
+  cat "$dist/BUILD_INFO.txt"
+} >"$logs/env.log" 2>&1
+nvidia-smi -L
+
+tests="$dist/bin/test_cuda_kernels"
+step tests "${MCD_T_TESTS:-150}" "$tests" -r junit -o "$logs/tests.xml"
+step bench_cuda "${MCD_T_BENCH:-90}" "$dist/bin/bench_fused_loss_cuda" --json "$logs/bench_cuda.json"
+step bench_torch "${MCD_T_TORCH:-120}" "$py" "$dist/torch_fused_loss_peer.py" --json "$logs/bench_torch.json"
+if [ -n "$sanitizer" ]; then
+  # memcheck: every kernel (the random allocator test only repeats memsets, so it is left out).
+  # API errors are not counted: the tests provoke some on purpose (an invalid device index).
+  step memcheck "${MCD_T_MEMCHECK:-120}" "$sanitizer" --tool memcheck --report-api-errors no --error-exitcode 99 \
+    --print-limit 20 "$tests" "[distill_loss],[optim],[runtime]"
+  # racecheck: shared-memory hazards of the block reductions and the row cache.
+  step racecheck "${MCD_T_RACECHECK:-90}" "$sanitizer" --tool racecheck --report-api-errors no --error-exitcode 99 \
+    --print-limit 20 "$tests" "CUDA distill loss forward matches the CPU kernel" \
+    "CUDA distill loss JVP matches the CPU kernel"
+else
+  echo "== compute-sanitizer not found: memcheck and racecheck skipped"
+fi
+summarize

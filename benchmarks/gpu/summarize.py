@@ -1,0 +1,185 @@
+#!/usr/bin/env python3
+"""Turns the logs of benchmarks/gpu/check.sh into at most 8 flat JSON files and a short table.
+
+Usage: summarize.py LOG_DIR OUT_DIR [--quiet]
+LOG_DIR holds steps.txt ("name rc milliseconds limit" per line), <step>.log, tests.xml (Catch2
+junit) and the benchmarks' JSON. Standard library only: the GPU machine has no registry.
+Targets (the CUDA backend issue): fused loss <= 5 us at B=400 V=100 K=5; >= 80% of the measured
+copy bandwidth at B=16384 V=32768 K=1; >= 5x faster than the PyTorch composition at K=5.
+"""
+import json
+import os
+import re
+import sys
+import xml.etree.ElementTree as ET
+
+STEPS = ["tests", "bench_cuda", "bench_torch", "memcheck", "racecheck"]
+
+
+def tail(path, chars=6000):
+    try:
+        with open(path, errors="replace") as f:
+            return f.read()[-chars:]
+    except OSError:
+        return ""
+
+
+def read_json(path):
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
+def read_steps(logs):
+    steps = {}
+    try:
+        with open(os.path.join(logs, "steps.txt")) as f:
+            for line in f:
+                name, rc, ms, limit = line.split()
+                steps[name] = {"rc": int(rc), "seconds": int(ms) / 1000.0, "limit_s": int(limit),
+                               "timed_out": int(rc) in (124, 137)}
+    except OSError:
+        pass
+    return steps
+
+
+def parse_junit(path):
+    try:
+        root = ET.parse(path).getroot()
+    except (OSError, ET.ParseError):
+        return None
+    suites = [root] if root.tag == "testsuite" else list(root.iter("testsuite"))
+    res = {"tests": 0, "failures": 0, "errors": 0, "failed": []}
+    for s in suites:
+        for key in ("tests", "failures", "errors"):
+            res[key] += int(s.get(key, 0))
+        for case in s.iter("testcase"):
+            for bad in list(case.iter("failure")) + list(case.iter("error")):
+                res["failed"].append({"name": case.get("name"),
+                                      "message": (bad.get("message") or "")[:300],
+                                      "text": (bad.text or "")[:1500]})
+    return res
+
+
+def parse_sanitizer(text):
+    m = re.search(r"ERROR SUMMARY: (\d+) error", text)
+    hazards = re.search(r"RACECHECK SUMMARY: (\d+) hazard", text)
+    return {"errors": int(m.group(1)) if m else None,
+            "hazards": int(hazards.group(1)) if hazards else None}
+
+
+def find(results, name, shape):
+    for r in (results or {}).get("results", []):
+        if r["name"].startswith(name) and r["shape"] == shape:
+            return r
+    return None
+
+
+def main():
+    logs, out = sys.argv[1], sys.argv[2]
+    quiet = "--quiet" in sys.argv
+    steps = read_steps(logs)
+    files = {}
+    files["env.json"] = {"log": tail(os.path.join(logs, "env.log"))}
+    for name in STEPS:
+        entry = dict(steps.get(name, {"status": "not run"}))
+        entry["log_tail"] = tail(os.path.join(logs, name + ".log"))
+        if name == "tests":
+            entry["junit"] = parse_junit(os.path.join(logs, "tests.xml"))
+        elif name in ("memcheck", "racecheck"):
+            entry.update(parse_sanitizer(entry["log_tail"]))
+        else:
+            entry["results"] = read_json(os.path.join(logs, name + ".json"))
+        files[name + ".json"] = entry
+
+    cuda = files["bench_cuda.json"].get("results")
+    torch = files["bench_torch.json"].get("results")
+    small, large = "B=400 V=100 K=5", "B=16384 V=32768 K=1"
+    metrics = []
+
+    def metric(label, value, unit, target, ok):
+        metrics.append({"metric": label, "value": value, "unit": unit, "target": target,
+                        "met": ok})
+
+    f_small = find(cuda, "distill_loss_forward", small)
+    f_large = find(cuda, "distill_loss_forward", large)
+    t_small = find(torch, "torch_distill_loss", small)
+    t_large = find(torch, "torch_distill_loss", large)
+    if f_small:
+        metric("fused loss+grad " + small, f_small["median_us"], "us", "<= 5",
+               f_small["median_us"] <= 5.0)
+    if f_large:
+        metric("fused loss+grad " + large + " (bound bytes)",
+               100 * f_large["fraction_of_copy"], "% of copy", ">= 80",
+               f_large["fraction_of_copy"] >= 0.8)
+        metric("fused loss+grad " + large + " (bytes moved)",
+               100 * f_large["actual_fraction_of_copy"], "% of copy", "info", None)
+    if f_small and t_small:
+        x = t_small["median_us"] / f_small["median_us"]
+        metric("speed-up over PyTorch " + small, x, "x", ">= 5", x >= 5.0)
+    if f_large and t_large:
+        metric("speed-up over PyTorch " + large, t_large["median_us"] / f_large["median_us"],
+               "x", "info", None)
+    for r in (cuda or {}).get("results", []):
+        if r["name"].startswith("distill_loss_forward"):
+            continue
+        metric(f"{r['name']} {r['shape']}", r["median_us"], "us",
+               f"{100 * r['fraction_of_copy']:.0f}% of copy", None)
+
+    junit = files["tests.json"].get("junit")
+    summary = {"device": (cuda or torch or {}).get("device"),
+               "copy_bandwidth_gbs": (cuda or {}).get("copy_bandwidth_gbs"),
+               "validated": (cuda or {}).get("validated"),
+               "steps": {n: {k: files[n + ".json"].get(k)
+                             for k in ("rc", "seconds", "timed_out", "status")}
+                         for n in STEPS},
+               "tests": None if junit is None else
+               {k: junit[k] for k in ("tests", "failures", "errors")},
+               "metrics": metrics}
+    files["summary.json"] = summary
+    os.makedirs(out, exist_ok=True)
+    for fname, data in files.items():
+        with open(os.path.join(out, fname), "w") as f:
+            json.dump(data, f, indent=1)
+    if quiet:
+        return 0
+
+    print()
+    print(f"GPU check on {summary['device']}: D2D copy "
+          f"{summary['copy_bandwidth_gbs'] or 0:.0f} GB/s, benchmark validated: "
+          f"{summary['validated']}")
+    if junit and junit["failed"]:
+        print("failed tests:")
+        for fl in junit["failed"][:10]:
+            print(f"  {fl['name']}: {fl['message']}")
+    print(f"{'step':<12} {'rc':>4} {'seconds':>8}  detail")
+    for n in STEPS:
+        e = files[n + ".json"]
+        detail = ""
+        if "rc" not in e:
+            print(f"{n:<12} {'-':>4} {'-':>8}  not run")
+            continue
+        if n == "tests" and junit:
+            detail = f"{junit['tests']} test cases, {junit['failures'] + junit['errors']} failed"
+        elif n in ("memcheck", "racecheck"):
+            detail = f"errors {e.get('errors')} hazards {e.get('hazards')}"
+        elif e.get("rc") not in (0, None):
+            detail = (e.get("log_tail") or "").strip().splitlines()[-1:] or [""]
+            detail = detail[0][:80]
+        if e.get("timed_out"):
+            detail += " TIMED OUT"
+        rc = e.get("rc", "-")
+        secs = e.get("seconds")
+        print(f"{n:<12} {rc!s:>4} {('%.1f' % secs) if secs is not None else '-':>8}  "
+              f"{detail or e.get('status', '')}")
+    print(f"{'metric':<58} {'value':>10} {'unit':<10} {'target':<14} met")
+    for m in metrics:
+        met = {True: "yes", False: "NO", None: ""}[m["met"]]
+        print(f"{m['metric']:<58} {m['value']:>10.2f} {m['unit']:<10} {m['target']:<14} {met}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

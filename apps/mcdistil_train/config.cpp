@@ -127,6 +127,9 @@ std::vector<KeySpec> make_key_table() {
               "seed for initialisation, the split, shuffling and augmentation"),
       MCD_KEY("run", "threads", run.threads, at_least(0.0), "CPU threads; 0: all cores"),
       MCD_KEY("run", "progress", run.progress, any_value(), "draw the progress bar"),
+      MCD_KEY("run", "device", run.device, one_of({"cpu", "cuda"}),
+              "where to train: cpu, or cuda (GPU 0; the CPU, with a message, when no GPU or no "
+              "CUDA backend is available)"),
       MCD_KEY("run", "methods", run.methods,
               distinct_list({"ce", "kd", "takd", "dgkd", "mcdistil"}),
               "distillation methods, run in turn from the same warm-started students"),

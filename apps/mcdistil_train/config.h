@@ -25,6 +25,7 @@ struct RunConfig {
   std::int64_t seed = 0;
   std::int64_t threads = 0;  // 0: all cores
   bool progress = true;
+  std::string device = "cpu";  // cpu | cuda (falls back to the CPU when no device is usable)
   // Run in this order, each from the same warm-started students.
   std::vector<std::string> methods = {"ce", "kd", "mcdistil"};  // ce|kd|takd|dgkd|mcdistil
   bool operator==(const RunConfig&) const = default;

@@ -15,6 +15,7 @@
 #include <mcd/models/model_stats.h>
 #include <mcd/models/registry.h>
 
+#include "device.h"
 #include "run_files.h"
 #include "stage.h"
 
@@ -36,10 +37,11 @@ OptimSpec optim_spec(const TrainerConfig& t) {
 }
 
 std::shared_ptr<nn::Module> load_model(const std::string& arch, const data::Dataset& d,
-                                       const std::string& path) {
+                                       const std::string& path, Device device) {
   Generator gen(0);
   auto m = nn::make_model(arch, {d.channels, d.num_classes, d.height}, gen);
   m->load_state_dict(load_safetensors(path).tensors, path);
+  m->to(device);
   m->eval();
   return m;
 }
@@ -111,6 +113,7 @@ std::unique_ptr<distill::WeightingPolicy> make_cnet_policy(const MethodContext& 
   cc.image = {x.train.channels, 0, x.train.height};
   Generator gen(seed * 31 + 7);
   auto cnet = std::make_shared<nn::CNet>(cc, gen);
+  cnet->to(x.d.device);  // before Adam holds any state
   optim::AdamOptions adam;
   adam.lr = c.cnet.lr;
   adam.weight_decay = c.cnet.weight_decay;
@@ -192,7 +195,7 @@ StageResult run_chain(const MethodContext& x, const std::string& method) {
     chain.best_checkpoints[k] = r.best_checkpoints[0];
     chain.seconds += r.seconds;
     chain.peak_bytes = std::max(chain.peak_bytes, r.peak_bytes);
-    guides.push_back(load_model(archs[k], x.train, r.best_checkpoints[0]));
+    guides.push_back(load_model(archs[k], x.train, r.best_checkpoints[0], x.d.device));
   }
   chain.seconds_per_epoch =
       x.c.distill.epochs > 0 ? chain.seconds / static_cast<double>(x.c.distill.epochs) : 0.0;
@@ -265,6 +268,7 @@ int run_pipeline(const Config& c, const PipelineOptions& o, const std::atomic<bo
     return 2;
   }
   DataSplits d = make_splits(c, dataset);
+  d.device = resolve_device(c.run.device);
 
   RunDirectory run(c.run.dir.empty() ? default_run_dir(c) : c.run.dir);
   if (c.data.label_noise != "none") {
@@ -301,7 +305,7 @@ int run_pipeline(const Config& c, const PipelineOptions& o, const std::atomic<bo
     teacher_summary = r.models[0];
     teacher_path = r.best_checkpoints[0];
   }
-  auto teacher = load_model(c.teacher.arch, dataset.train, teacher_path);
+  auto teacher = load_model(c.teacher.arch, dataset.train, teacher_path, d.device);
   if (!c.teacher.checkpoint.empty()) {
     std::vector<std::int64_t> test_idx(static_cast<std::size_t>(dataset.test.size()));
     for (std::size_t i = 0; i < test_idx.size(); ++i)

@@ -203,6 +203,7 @@ StageResult run_stage(const StageSpec& spec, const DataSplits& d,
              spec.init_checkpoints[k], e.what());
       }
     }
+    s.model->to(d.device);  // before the optimizer holds any state
     optim::SgdOptions so;
     so.lr = spec.optim.lr;
     so.momentum = spec.optim.momentum;

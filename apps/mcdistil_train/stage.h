@@ -36,6 +36,7 @@ struct DataSplits {
   std::int64_t batch_size = 128, eval_batch_size = 500;
   data::Augmentation augmentation;  // training batches only
   std::int64_t loader_threads = 0;
+  Device device;  // where every model trains (batches are built on the host and moved there)
 };
 
 struct StageSpec {

@@ -9,10 +9,12 @@
 
 namespace mcd::distill {
 namespace {
+// Predictions are compared on the host (labels may live on the host or the device).
 std::int64_t count_correct(const Tensor& logits, const Tensor& labels) {
-  const Tensor pred = argmax(logits, 1);
+  const Tensor pred = argmax(logits, 1).to(Device::cpu());
+  const Tensor host_labels = labels.to(Device::cpu());
   const auto* p = pred.data<std::int64_t>();
-  const auto* y = labels.data<std::int64_t>();
+  const auto* y = host_labels.data<std::int64_t>();
   std::int64_t correct = 0;
   for (std::int64_t i = 0; i < labels.numel(); ++i)
     correct += p[i] == y[i];
@@ -35,9 +37,11 @@ EvalResult evaluate(nn::Module& model, const data::Dataset& data,
     const std::vector<std::int64_t> chunk(indices.begin() + static_cast<std::ptrdiff_t>(start),
                                           indices.begin() + static_cast<std::ptrdiff_t>(end));
     const data::Batch batch = data::make_batch(data, chunk, normalization);
-    const Tensor logits = model(batch.images);
-    loss_sum += sum(cross_entropy(logits, batch.labels)).item();
-    correct += count_correct(logits, batch.labels);
+    const Device device = model_device(model);
+    const Tensor labels = batch.labels.to(device);
+    const Tensor logits = model(batch.images.to(device));
+    loss_sum += sum(cross_entropy(logits, labels)).item();
+    correct += count_correct(logits, labels);
     r.count += static_cast<std::int64_t>(chunk.size());
   }
   model.train(was_training);
@@ -50,8 +54,9 @@ EvalResult evaluate(nn::Module& model, const data::Dataset& data,
 
 StepResult train_step_ce(nn::Module& model, optim::Optimizer& optimizer, const data::Batch& batch) {
   optimizer.zero_grad();
-  const Tensor logits = model(batch.images);
-  const Tensor loss = mean(cross_entropy(logits, batch.labels));
+  const Device device = model_device(model);
+  const Tensor logits = model(batch.images.to(device));
+  const Tensor loss = mean(cross_entropy(logits, batch.labels.to(device)));
   loss.backward();
   optimizer.step();
   StepResult r;

@@ -52,13 +52,14 @@ double direction_gradient_factor(const optim::Sgd& opt, std::size_t i) {
 
 // Largest softmax probability per row: (B, V) -> (B).
 Tensor confidence(const Tensor& logits) {
-  const Tensor p = softmax(logits.detach(), -1).to(DType::Float64).contiguous();
+  // The row maxima are taken on the host (B values; the C-Net input is detached anyway).
+  const Tensor p = softmax(logits.detach(), -1).to(Device::cpu()).to(DType::Float64).contiguous();
   const std::int64_t B = p.size(0), V = p.size(1);
   std::vector<double> out(static_cast<std::size_t>(B));
   const double* pp = p.data<double>();
   for (std::int64_t i = 0; i < B; ++i)
     out[i] = *std::max_element(pp + i * V, pp + (i + 1) * V);
-  return Tensor::from_vector(out, {B}).to(logits.dtype());
+  return Tensor::from_vector(out, {B}).to(logits.dtype()).to(logits.device());
 }
 
 std::vector<Tensor> detached(const std::vector<Tensor>& ts) {
@@ -76,7 +77,7 @@ Tensor student_signals(const std::vector<Tensor>& student_logits, const TeacherT
   NoGradGuard no_grad;
   const std::int64_t K = static_cast<std::int64_t>(student_logits.size());
   const std::int64_t B = student_logits[0].size(0);
-  const Tensor zeros = Tensor::zeros({K, B}, student_logits[0].dtype());
+  const Tensor zeros = Tensor::zeros({K, B}, student_logits[0].dtype(), student_logits[0].device());
   const FusedLossOutput f =
       fused_distill_loss(detached(student_logits), teacher, labels, zeros, zeros);
   std::vector<Tensor> columns;
@@ -137,7 +138,7 @@ MetaStepResult meta_gradient(const std::vector<StudentRef>& students, nn::CNet& 
   r.student_losses = loss.loss;
   std::vector<double> meta_losses(K);
   const DType dtype = w.dtype();
-  Tensor weight_grad = Tensor::zeros({B, 2 * static_cast<std::int64_t>(K)}, dtype);
+  Tensor weight_grad = Tensor::zeros({B, 2 * static_cast<std::int64_t>(K)}, dtype, w.device());
 
   for (std::size_t k = 0; k < K; ++k) {
     nn::Module& model = *students[k].model;
@@ -197,7 +198,8 @@ MetaStepResult meta_gradient(const std::vector<StudentRef>& students, nn::CNet& 
   }
 
   // 4. Back-propagate dM/dw into the C-Net.
-  r.meta_losses = Tensor::from_vector(meta_losses, {static_cast<std::int64_t>(K)}).to(dtype);
+  r.meta_losses =
+      Tensor::from_vector(meta_losses, {static_cast<std::int64_t>(K)}).to(dtype);  // host
   r.weight_grad = weight_grad;
   r.cnet_grads = grad({w}, cnet.parameters(), {weight_grad});
   return r;

@@ -77,7 +77,8 @@ std::pair<Tensor, Tensor> FixedWeighting::weights(const LabelledBatch& batch, co
                                                   const std::vector<Tensor>& student_logits) {
   const Shape shape = {static_cast<std::int64_t>(student_logits.size()), batch.labels.numel()};
   const DType dtype = student_logits.at(0).dtype();
-  return {Tensor::full(shape, alpha_, dtype), Tensor::full(shape, beta_, dtype)};
+  const Device device = student_logits[0].device();
+  return {Tensor::full(shape, alpha_, dtype, device), Tensor::full(shape, beta_, dtype, device)};
 }
 
 std::unique_ptr<WeightingPolicy> ce_weighting() {
@@ -112,8 +113,9 @@ std::pair<Tensor, Tensor> DgkdWeighting::weights(const LabelledBatch& batch,
                                                  const std::vector<Tensor>& student_logits) {
   const Shape shape = {static_cast<std::int64_t>(student_logits.size()), batch.labels.numel()};
   const DType dtype = student_logits.at(0).dtype();
-  return {Tensor::full(shape, 1.0 - a_, dtype),
-          Tensor::full(shape, a_ * static_cast<double>(teacher.guides), dtype)};
+  const Device device = student_logits[0].device();
+  return {Tensor::full(shape, 1.0 - a_, dtype, device),
+          Tensor::full(shape, a_ * static_cast<double>(teacher.guides), dtype, device)};
 }
 
 // ---- C-Net weights and the meta step
@@ -136,7 +138,8 @@ LabelledBatch CNetWeighting::next_meta_batch() {
     val_loader_.start_epoch(val_loader_.epoch() + 1);
     MCD_CHECK(val_loader_.next(b), "CNetWeighting: the validation split is empty");
   }
-  return {b.images, b.labels};
+  const Device device = nn::model_device(*cnet_);
+  return {b.images.to(device), b.labels.to(device)};
 }
 
 void CNetWeighting::before_step(std::int64_t iteration, std::vector<Student>& students,
@@ -231,21 +234,22 @@ TeacherTargets Trainer::teacher_targets(const Tensor& images) {
 }
 
 void Trainer::step(const data::Batch& batch) {
-  const LabelledBatch lb{batch.images, batch.labels};
-  const TeacherTargets teacher = teacher_targets(batch.images);
+  // Batches arrive on the host; every model of a trainer lives on the students' device.
+  const Device device = nn::model_device(*students_.front().model);
+  const LabelledBatch lb{batch.images.to(device), batch.labels.to(device)};
+  const TeacherTargets teacher = teacher_targets(lb.images);
   policy_->before_step(iteration_, students_, lb, teacher);
 
   std::vector<Tensor> logits;
   for (Student& s : students_) {
     s.model->train();
-    logits.push_back((*s.model)(batch.images));
+    logits.push_back((*s.model)(lb.images));
   }
   const auto [alpha, beta] = policy_->weights(lb, teacher, logits);
   std::vector<Tensor> detached_logits;
   for (const Tensor& z : logits)
     detached_logits.push_back(z.detach());
-  const FusedLossOutput out =
-      fused_distill_loss(detached_logits, teacher, batch.labels, alpha, beta);
+  const FusedLossOutput out = fused_distill_loss(detached_logits, teacher, lb.labels, alpha, beta);
 
   const std::int64_t B = batch.labels.numel();
   const auto loss = out.loss.to_doubles();
@@ -260,7 +264,7 @@ void Trainer::step(const data::Batch& batch) {
     s.optimizer->step();
 
     Meters& m = s.meters;
-    const Tensor pred = argmax(detached_logits[k], 1);
+    const Tensor pred = argmax(detached_logits[k], 1).to(Device::cpu());
     const auto* p = pred.data<std::int64_t>();
     for (std::int64_t i = 0; i < B; ++i) {
       const std::size_t at = k * static_cast<std::size_t>(B) + static_cast<std::size_t>(i);

@@ -333,10 +333,8 @@ void save_safetensors(const std::string& path, const StateDict& tensors,
     if (key == kMetadataKey)
       save_fail(path, fmt::format("'{}' is reserved for metadata, not a tensor key", key));
     if (!t.defined()) save_fail(path, fmt::format("tensor '{}' is undefined", key));
-    if (!t.device().is_cpu())
-      save_fail(path, fmt::format("tensor '{}' of shape {} is on {}, expected the CPU", key,
-                                  shape_str(t.shape()), t.device().str()));
-    Tensor c = detail::contiguous_data(t);
+    // Device tensors are written from a host copy, so a GPU model checkpoints as it is.
+    Tensor c = detail::contiguous_data(t.device().is_cpu() ? t : t.detach().to(Device::cpu()));
     const std::uint64_t nbytes = static_cast<std::uint64_t>(c.numel()) * dtype_size(c.dtype());
     OrderedJson entry = OrderedJson::object();
     entry["dtype"] = dtype_code(c.dtype());

@@ -159,7 +159,9 @@ void Module::load_state_dict(const StateDict& state, const std::string& source, 
 
   for (const auto& [key, dst] : own) {
     Tensor target = dst;
-    target.copy_(state.at(key));
+    const Tensor& value = state.at(key);
+    // Checkpoints load on the host; a module on a device takes a copy there.
+    target.copy_(value.device() == target.device() ? value : value.to(target.device()));
   }
 }
 
@@ -189,7 +191,12 @@ void Module::to(Device device) {
   for (auto& [name, t] : named_parameters())
     move_in_place(t, device);
   for (auto& [name, t] : named_buffers())
-    move_in_place(t, device);
+    if (is_floating(t.dtype())) move_in_place(t, device);
+}
+
+Device model_device(const Module& module) {
+  const auto params = module.named_parameters();
+  return params.empty() ? Device::cpu() : params.front().second.device();
 }
 
 }  // namespace mcd::nn

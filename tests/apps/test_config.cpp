@@ -27,7 +27,7 @@ using mcd::app::load_config;
 
 namespace {
 
-constexpr std::size_t kKeyCount = 52;
+constexpr std::size_t kKeyCount = 53;
 
 fs::path scratch_dir() {
   static const fs::path dir = [] {

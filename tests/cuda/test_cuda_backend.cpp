@@ -8,8 +8,10 @@
 #include <mcd/engine/generator.h>
 #include <mcd/engine/ops/elementwise.h>
 #include <mcd/engine/ops/reduce.h>
+#include <mcd/engine/safetensors.h>
 #include <mcd/kernels/cuda/backend.h>
 #include <mcd/kernels/cuda/caching_allocator.h>
+#include <mcd/models/registry.h>
 
 using namespace mcd;
 namespace kcu = mcd::kernels::cuda;
@@ -65,4 +67,25 @@ TEST_CASE("CUDA tensors: a stream scope tags allocations with its stream", "[cud
     CHECK(t.to_doubles() == std::vector<double>(256, 0.0));
   }
   CHECK(&kcu::current_stream(0) != &side);
+}
+
+TEST_CASE("CUDA modules: host checkpoints load into a device module and save from it",
+          "[cuda][backend]") {
+  REQUIRE(kcu::install_cuda_backend());
+  Generator gen(3);
+  auto model = nn::make_model("resnet10_xxxs", {3, 10, 32}, gen);
+  const StateDict host = model->state_dict();
+  StateDict copy;
+  for (const auto& [k, v] : host)
+    copy[k] = v.clone();
+  model->to(Device::cuda());
+  for (auto& [k, v] : copy)
+    if (is_floating(v.dtype())) v.mul_(0.5);
+  model->load_state_dict(copy, "halved");  // host values copied into device tensors
+  for (const auto& [k, v] : model->state_dict())
+    CHECK(v.to_doubles() == copy.at(k).to_doubles());
+  const std::string path = "cuda_backend_module.safetensors";
+  save_safetensors(path, model->state_dict());  // written from host copies
+  for (const auto& [k, v] : load_safetensors(path).tensors)
+    CHECK(v.to_doubles() == copy.at(k).to_doubles());
 }

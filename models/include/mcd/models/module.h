@@ -49,8 +49,11 @@ class Module {
   // Converts parameters and floating buffers in place (same TensorImpl, new storage) and
   // drops their gradients. Call it before an optimizer captures any state.
   void to(DType dtype);
-  // Moves parameters and buffers to `device` in place (same TensorImpl, new storage) and drops
-  // their gradients. Call it before an optimizer captures any state.
+  // Moves parameters and floating buffers to `device` in place (same TensorImpl, new storage)
+  // and drops their gradients. Integer buffers (counters such as BatchNorm's
+  // num_batches_tracked) stay on the host: only the host reads and bumps them, and a device
+  // copy would cost a round trip per layer and step. Call it before an optimizer captures any
+  // state.
   void to(Device device);
 
  protected:
@@ -76,5 +79,9 @@ class Module {
   std::vector<std::pair<std::string, std::shared_ptr<Module>>> children_;
   bool training_ = true;
 };
+
+// The device of a module's first parameter (the CPU for a module without parameters): where
+// its inputs must be.
+Device model_device(const Module& module);
 
 }  // namespace mcd::nn

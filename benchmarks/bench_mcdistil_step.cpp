@@ -5,7 +5,7 @@
 // iteration ((L - 1) plain + 1 meta) / L, the meta step's cost in plain iterations, the
 // amortised overhead over a KD iteration (same models, no C-Net), and peak host memory.
 // The peer is benchmarks/torch_mcdistil_peer.py with the same arguments.
-// Output: one JSON object, then a short table.
+// Runs on the CPU or, with --device cuda, on GPU 0. Output: one JSON object, then a table.
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -19,9 +19,14 @@
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
 
+#ifdef MCD_HAVE_CUDA
+#include <mcd/kernels/cuda/backend.h>
+#endif
+
 #include <mcd/data/loader.h>
 #include <mcd/distill/trainer.h>
 #include <mcd/engine/allocator.h>
+#include <mcd/engine/device_backend.h>
 #include <mcd/engine/generator.h>
 #include <mcd/models/cnet.h>
 #include <mcd/models/registry.h>
@@ -38,7 +43,13 @@ struct Options {
   std::int64_t batch = 400, image = 32, channels = 3, classes = 100, interval = 20;
   std::int64_t iterations = 0;  // 0: two meta intervals plus one iteration
   double tau = 4.0;
+  mcd::Device device;
 };
+
+// Waits for the device's queued work, so that host clocks time the whole step.
+void synchronize(mcd::Device device) {
+  if (!device.is_cpu()) mcd::require_device_backend(device, "bench").synchronize(device.index);
+}
 
 double median(std::vector<double> v) {
   if (v.empty()) return 0.0;
@@ -80,11 +91,13 @@ Timings run(const Options& o, bool mcdistil, const mcd::data::Dataset& data) {
   const mcd::nn::ModelConfig mc{o.channels, o.classes, o.image};
   mcd::Generator gen(1);
   auto teacher = mcd::nn::make_model(o.teacher, mc, gen);
+  teacher->to(o.device);
   std::vector<mcd::distill::Student> students;
   for (const auto& arch : o.students) {
     mcd::distill::Student s;
     s.name = arch;
     s.model = mcd::nn::make_model(arch, mc, gen);
+    s.model->to(o.device);  // before the optimizer holds any state
     mcd::optim::SgdOptions so;
     so.lr = 0.05;
     so.momentum = 0.9;
@@ -104,6 +117,7 @@ Timings run(const Options& o, bool mcdistil, const mcd::data::Dataset& data) {
     cc.backbone = o.cnet;
     cc.image = {o.channels, 0, o.image};
     auto cnet = std::make_shared<mcd::nn::CNet>(cc, gen);
+    cnet->to(o.device);
     policy = std::make_unique<mcd::distill::CNetWeighting>(
         cnet, mcd::optim::AdamOptions{}, o.interval, mcd::data::BatchIterator(data, iota(n), lo),
         true);
@@ -129,6 +143,7 @@ Timings run(const Options& o, bool mcdistil, const mcd::data::Dataset& data) {
     trainer.set_iteration(o.interval);
     trainer.step(next_batch());
   }
+  synchronize(o.device);
   mcd::reset_peak_host_memory();
   Timings t;
   const std::int64_t iterations = o.iterations > 0 ? o.iterations : 2 * o.interval + 1;
@@ -137,6 +152,7 @@ Timings run(const Options& o, bool mcdistil, const mcd::data::Dataset& data) {
     const mcd::data::Batch b = next_batch();  // batch assembly is not part of the step
     const auto t0 = Clock::now();
     trainer.step(b);
+    synchronize(o.device);
     (meta ? t.meta : t.plain).push_back(std::chrono::duration<double>(Clock::now() - t0).count());
   }
   t.peak_bytes = mcd::host_memory_stats().peak_allocated_bytes;
@@ -148,7 +164,7 @@ Timings run(const Options& o, bool mcdistil, const mcd::data::Dataset& data) {
 int main(int argc, char** argv) {
   Options o;
   int threads = 0;
-  CLI::App app{"MC-Distil iteration benchmark (CPU)"};
+  CLI::App app{"MC-Distil iteration benchmark"};
   app.add_option("--teacher", o.teacher, "Teacher architecture")->capture_default_str();
   app.add_option("--students", o.students, "Student architectures")->capture_default_str();
   app.add_option("--cnet", o.cnet, "C-Net backbone")->capture_default_str();
@@ -160,7 +176,23 @@ int main(int argc, char** argv) {
   app.add_option("--iterations", o.iterations, "Timed iterations (0: 2L + 1)")
       ->capture_default_str();
   app.add_option("--threads", threads, "Threads (0: all)")->capture_default_str();
+  std::string device = "cpu";
+  app.add_option("--device", device, "cpu or cuda")
+      ->check(CLI::IsMember({"cpu", "cuda"}))
+      ->capture_default_str();
   CLI11_PARSE(app, argc, argv);
+  if (device == "cuda") {
+#ifdef MCD_HAVE_CUDA
+    if (!mcd::kernels::cuda::install_cuda_backend()) {
+      fmt::print("SKIP: no CUDA device\n");
+      return 77;
+    }
+    o.device = mcd::Device::cuda(0);
+#else
+    fmt::print(stderr, "--device cuda: this build has no CUDA backend\n");
+    return 2;
+#endif
+  }
   if (threads > 0) omp_set_num_threads(threads);
 
   const mcd::data::Dataset data = synthetic(o, o.batch * 4);
@@ -170,7 +202,7 @@ int main(int argc, char** argv) {
   const double L = static_cast<double>(o.interval);
   const double amortised_s = ((L - 1.0) * plain_s + meta_s) / L;
   nlohmann::json j = {{"bench", "mcdistil_step"},
-                      {"device", "cpu"},
+                      {"device", o.device.str()},
                       {"threads", omp_get_max_threads()},
                       {"teacher", o.teacher},
                       {"students", o.students},
@@ -188,7 +220,7 @@ int main(int argc, char** argv) {
                       {"kd_peak_bytes", kd.peak_bytes},
                       {"mcdistil_peak_bytes", mc.peak_bytes}};
   fmt::print("{}\n", j.dump());
-  fmt::print("\n{:<28} {:>10}\n", "MC-Distil iteration (CPU)", "ms");
+  fmt::print("\n{:<28} {:>10}\n", fmt::format("MC-Distil iteration ({})", o.device.str()), "ms");
   fmt::print("{:<28} {:>10.1f}\n", "KD iteration", kd_s * 1e3);
   fmt::print("{:<28} {:>10.1f}\n", "plain (C-Net weights)", plain_s * 1e3);
   fmt::print("{:<28} {:>10.1f}\n", "with meta step", meta_s * 1e3);

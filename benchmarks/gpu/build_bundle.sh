@@ -14,14 +14,16 @@ if ! command -v nvcc >/dev/null 2>&1 && [ ! -x /usr/local/cuda/bin/nvcc ]; then
   echo "build_bundle: nvcc not found (PATH or /usr/local/cuda/bin); cannot build the CUDA code" >&2
   exit 1
 fi
-targets=(test_cuda_kernels bench_fused_loss_cuda)
+targets=(test_cuda_kernels bench_fused_loss_cuda bench_mcdistil_step)
 nice -n 10 cmake --preset cuda >/dev/null
 nice -n 10 cmake --build --preset cuda -j"$jobs" --target "${targets[@]}"
 
 rm -rf "$out"
 mkdir -p "$out/bin" "$out/lib"
-cp build/cuda/tests/test_cuda_kernels build/cuda/benchmarks/bench_fused_loss_cuda "$out/bin/"
-cp benchmarks/torch_fused_loss_peer.py benchmarks/gpu/summarize.py "$out/"
+cp build/cuda/tests/test_cuda_kernels build/cuda/benchmarks/bench_fused_loss_cuda \
+  build/cuda/benchmarks/bench_mcdistil_step "$out/bin/"
+cp benchmarks/torch_fused_loss_peer.py benchmarks/torch_mcdistil_peer.py benchmarks/torch_cpu_peer.py \
+  benchmarks/gpu/summarize.py "$out/"
 
 # Libraries every Linux machine has, and those PyTorch's NVIDIA wheels provide, stay out;
 # anything else a binary needs (libfmt, libgomp, ...) is copied next to it.

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The GPU check, run ON THE GPU MACHINE from the repository root with the bundle built by
-# build_bundle.sh carried along: the GPU tests (CPU/CUDA parity), the CUDA benchmark, the
-# PyTorch peer, then compute-sanitizer memcheck and racecheck on test subsets. Each step has
+# build_bundle.sh carried along: the GPU tests (CPU/CUDA parity), one MC-Distil iteration
+# (reference configuration) timed for us and for the PyTorch peer, the fused-loss benchmark
+# and its PyTorch peer, then compute-sanitizer memcheck and racecheck on test subsets. Each step has
 # its own time limit and a failing step does not stop the others; the JSON results are
 # rewritten after every step (so a run cut short still leaves them) and a table is printed last.
 # Usage: benchmarks/gpu/check.sh OUT_DIR      (bundle folder: $MCD_GPU_DIST, default gpu-dist)
@@ -75,6 +76,25 @@ nvidia-smi -L
 
 tests="$dist/bin/test_cuda_kernels"
 step tests "${MCD_T_TESTS:-150}" "$tests" -r junit -o "$logs/tests.xml"
+# The MC-Distil iteration of the reference configuration (teacher resnet10, students xxxs..m,
+# C-Net resnet10_s, batch 400, 3x32x32, 100 classes, L = 20): ours, then the peer written as
+# the released code does it. Each prints one JSON line first.
+# first_line_to JSON COMMAND...: runs COMMAND, keeps its first output line (its JSON) in JSON,
+# prints everything, and exits with COMMAND's status.
+first_line_to() {
+  local json="$1"
+  shift
+  "$@" >"$json.all"
+  local rc=$?
+  head -1 "$json.all" >"$json"
+  cat "$json.all"
+  return $rc
+}
+export -f first_line_to  # step runs it under timeout, in a child bash
+step mcdistil_ours "${MCD_T_MCD:-90}" bash -c 'first_line_to "$@"' _ "$logs/mcdistil_ours.json" \
+  "$dist/bin/bench_mcdistil_step" --device cuda
+step mcdistil_torch "${MCD_T_MCD_TORCH:-120}" bash -c 'first_line_to "$@"' _ \
+  "$logs/mcdistil_torch.json" "$py" "$dist/torch_mcdistil_peer.py"
 step bench_cuda "${MCD_T_BENCH:-90}" "$dist/bin/bench_fused_loss_cuda" --json "$logs/bench_cuda.json"
 step bench_torch "${MCD_T_TORCH:-120}" "$py" "$dist/torch_fused_loss_peer.py" --json "$logs/bench_torch.json"
 if [ -n "$sanitizer" ]; then

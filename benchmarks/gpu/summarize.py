@@ -13,7 +13,10 @@ import re
 import sys
 import xml.etree.ElementTree as ET
 
-STEPS = ["tests", "bench_cuda", "bench_torch", "memcheck", "racecheck"]
+STEPS = ["tests", "mcdistil_ours", "mcdistil_torch", "bench_cuda", "bench_torch", "memcheck",
+         "racecheck"]
+# The two MC-Distil steps share one output file, keeping the folder within 8 files.
+OUTPUT = {"mcdistil_ours": "bench_mcdistil.json", "mcdistil_torch": "bench_mcdistil.json"}
 
 
 def tail(path, chars=6000):
@@ -83,6 +86,7 @@ def main():
     steps = read_steps(logs)
     files = {}
     files["env.json"] = {"log": tail(os.path.join(logs, "env.log"))}
+    entries = {}
     for name in STEPS:
         entry = dict(steps.get(name, {"status": "not run"}))
         entry["log_tail"] = tail(os.path.join(logs, name + ".log"))
@@ -92,8 +96,14 @@ def main():
             entry.update(parse_sanitizer(entry["log_tail"]))
         else:
             entry["results"] = read_json(os.path.join(logs, name + ".json"))
-        files[name + ".json"] = entry
+        entries[name] = entry
+        if name in OUTPUT:
+            files.setdefault(OUTPUT[name], {})[name] = entry
+        else:
+            files[name + ".json"] = entry
 
+    ours = entries["mcdistil_ours"].get("results")
+    peer = entries["mcdistil_torch"].get("results")
     cuda = files["bench_cuda.json"].get("results")
     torch = files["bench_torch.json"].get("results")
     small, large = "B=400 V=100 K=5", "B=16384 V=32768 K=1"
@@ -128,11 +138,31 @@ def main():
         metric(f"{r['name']} {r['shape']}", r["median_us"], "us",
                f"{100 * r['fraction_of_copy']:.0f}% of copy", None)
 
+    # MC-Distil iteration targets: >= 3x faster than the eager peer amortised at L; the meta
+    # step <= 3 plain steps; amortised overhead over KD <= 5%; peak memory <= half the peer's.
+    if ours:
+        m = ours["meta_step_in_plain_iterations"]
+        metric("ours: meta step cost in plain iterations", m, "x", "<= 3", m <= 3.0)
+        o = 100 * ours["amortised_overhead_over_kd"]
+        metric("ours: amortised overhead over KD at L", o, "%", "<= 5", o <= 5.0)
+        metric("ours: amortised MC-Distil iteration", ours["amortised_iteration_ms"], "ms", "info",
+               None)
+    if peer:
+        metric("peer: amortised MC-Distil iteration", peer["amortised_iteration_ms"], "ms", "info",
+               None)
+        metric("peer: meta step cost in plain iterations", peer["meta_step_in_plain_iterations"],
+               "x", "info", None)
+    if ours and peer:
+        x = peer["amortised_iteration_ms"] / ours["amortised_iteration_ms"]
+        metric("speed-up over the eager PyTorch peer (amortised)", x, "x", ">= 3", x >= 3.0)
+        r = ours["mcdistil_peak_bytes"] / peer["mcdistil_peak_bytes"]
+        metric("peak memory, ours / peer", r, "ratio", "<= 0.5", r <= 0.5)
+
     junit = files["tests.json"].get("junit")
     summary = {"device": (cuda or torch or {}).get("device"),
                "copy_bandwidth_gbs": (cuda or {}).get("copy_bandwidth_gbs"),
                "validated": (cuda or {}).get("validated"),
-               "steps": {n: {k: files[n + ".json"].get(k)
+               "steps": {n: {k: entries[n].get(k)
                              for k in ("rc", "seconds", "timed_out", "status")}
                          for n in STEPS},
                "tests": None if junit is None else
@@ -154,12 +184,12 @@ def main():
         print("failed tests:")
         for fl in junit["failed"][:10]:
             print(f"  {fl['name']}: {fl['message']}")
-    print(f"{'step':<12} {'rc':>4} {'seconds':>8}  detail")
+    print(f"{'step':<15} {'rc':>4} {'seconds':>8}  detail")
     for n in STEPS:
-        e = files[n + ".json"]
+        e = entries[n]
         detail = ""
         if "rc" not in e:
-            print(f"{n:<12} {'-':>4} {'-':>8}  not run")
+            print(f"{n:<15} {'-':>4} {'-':>8}  not run")
             continue
         if n == "tests" and junit:
             detail = f"{junit['tests']} test cases, {junit['failures'] + junit['errors']} failed"
@@ -172,7 +202,7 @@ def main():
             detail += " TIMED OUT"
         rc = e.get("rc", "-")
         secs = e.get("seconds")
-        print(f"{n:<12} {rc!s:>4} {('%.1f' % secs) if secs is not None else '-':>8}  "
+        print(f"{n:<15} {rc!s:>4} {('%.1f' % secs) if secs is not None else '-':>8}  "
               f"{detail or e.get('status', '')}")
     print(f"{'metric':<58} {'value':>10} {'unit':<10} {'target':<14} met")
     for m in metrics:

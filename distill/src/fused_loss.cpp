@@ -1,6 +1,8 @@
 // The fused multi-student distillation loss: input checks, the CPU kernel calls, and the
 // differentiable op form (forward, vjp and jvp side by side). Every entry point reads its
-// tensors as detached contiguous values; only distill_loss records autograd history.
+// tensors as detached contiguous values; only distill_loss records autograd history. When the
+// student logits are on a device, the kernels come from the engine's DistillDeviceOps table
+// (the CUDA kernels) and every output stays on that device.
 #include <mcd/distill/fused_loss.h>
 
 #include <algorithm>
@@ -10,6 +12,8 @@
 #include <vector>
 
 #include <mcd/engine/autograd.h>
+#include <mcd/engine/device_ops.h>
+#include <mcd/engine/device_ops/nn.h>
 #include <mcd/engine/ops/elementwise.h>
 #include <mcd/engine/ops/reduce.h>
 #include <mcd/engine/ops/softmax.h>
@@ -46,9 +50,10 @@ void check_tau(const char* op, double tau) {
             "{}: temperature tau must be positive and finite, got {}", op, tau);
 }
 
-void check_cpu(const char* op, const char* what, const Tensor& t) {
-  MCD_CHECK(t.device().is_cpu(), "{}: no kernel for device {} in this build ({} of shape {})", op,
-            t.device().str(), what, shape_str(t.shape()));
+// Every input lives where the student logits do.
+void check_device(const char* op, const char* what, const Tensor& t, Device device) {
+  MCD_CHECK(t.device() == device, "{}: {} of shape {} is on {} but the student logits are on {}",
+            op, what, shape_str(t.shape()), t.device().str(), device.str());
 }
 
 std::string describe(const Tensor& t) {
@@ -92,7 +97,7 @@ LossInputs prepare(const char* op, const std::vector<Tensor>& student_logits,
               "{}: student {} logits are {} but student 0 logits are {}; every student's logits "
               "must share one shape (B, V) and dtype",
               op, s, describe(z), describe(z0));
-    check_cpu(op, "student logits", z);
+    check_device(op, "student logits", z, z0.device());
     in.logits.push_back(dense(z));
   }
 
@@ -107,7 +112,7 @@ LossInputs prepare(const char* op, const std::vector<Tensor>& student_logits,
       MCD_CHECK(t.shape() == z0.shape() && t.dtype() == z0.dtype(),
                 "{}: teacher {} is {} but must be {} like the student logits", op, what,
                 describe(t), describe(z0));
-      check_cpu(op, what, t);
+      check_device(op, what, t, z0.device());
     }
     in.prob = dense(teacher.prob);
     in.log_prob = dense(teacher.log_prob);
@@ -115,7 +120,7 @@ LossInputs prepare(const char* op, const std::vector<Tensor>& student_logits,
       MCD_CHECK(teacher.kl_offset.shape() == Shape({in.b}) && teacher.kl_offset.dtype() == in.dtype,
                 "{}: teacher kl_offset is {} but must be {} [{}] for student logits {}", op,
                 describe(teacher.kl_offset), dtype_name(in.dtype), in.b, shape_str(z0.shape()));
-      check_cpu(op, "kl_offset", teacher.kl_offset);
+      check_device(op, "kl_offset", teacher.kl_offset, z0.device());
       in.kl_offset = dense(teacher.kl_offset);
     }
   }
@@ -124,9 +129,11 @@ LossInputs prepare(const char* op, const std::vector<Tensor>& student_logits,
   MCD_CHECK(labels.dtype() == DType::Int64 && labels.dim() == 1 && labels.size(0) == in.b,
             "{}: labels must be int64 of shape [{}] for student logits {}, got {}", op, in.b,
             shape_str(z0.shape()), describe(labels));
-  check_cpu(op, "labels", labels);
+  check_device(op, "labels", labels, z0.device());
   in.labels = dense(labels);
-  const std::int64_t* y = in.labels.data<std::int64_t>();
+  // Checked on the host (B values): the kernels would only turn a bad label into a NaN.
+  const Tensor host_labels = in.labels.device().is_cpu() ? in.labels : in.labels.to(Device::cpu());
+  const std::int64_t* y = host_labels.data<std::int64_t>();
   for (std::int64_t i = 0; i < in.b; ++i)
     MCD_CHECK(y[i] >= 0 && y[i] < in.v,
               "{}: label {} of row {} is out of range [0, {}) for student logits {}", op, y[i], i,
@@ -138,7 +145,7 @@ LossInputs prepare(const char* op, const std::vector<Tensor>& student_logits,
     MCD_CHECK(t.dtype() == in.dtype && t.shape() == Shape({in.k, in.b}),
               "{}: {} must be {} of shape (K, B) = [{}, {}] for {} students' logits {}, got {}", op,
               what, dtype_name(in.dtype), in.k, in.b, in.k, shape_str(z0.shape()), describe(t));
-    check_cpu(op, what, t);
+    check_device(op, what, t, z0.device());
   }
   in.alpha = dense(alpha);
   in.beta = dense(beta);
@@ -189,11 +196,20 @@ void add_kl_offset(const LossInputs& in, FusedLossOutput& out) {
 
 // grad_logits stays undefined unless `with_grad`.
 FusedLossOutput run_forward(const char* op, const LossInputs& in, bool with_grad) {
+  const Device dev = in.logits[0].device();
   FusedLossOutput out;
-  out.ce = Tensor::empty({in.k, in.b}, in.dtype);
-  out.kl = Tensor::empty({in.k, in.b}, in.dtype);
-  out.loss = Tensor::empty({in.k}, in.dtype);
-  if (with_grad) out.grad_logits = Tensor::empty({in.k, in.b, in.v}, in.dtype);
+  out.ce = Tensor::empty({in.k, in.b}, in.dtype, dev);
+  out.kl = Tensor::empty({in.k, in.b}, in.dtype, dev);
+  out.loss = Tensor::empty({in.k}, in.dtype, dev);
+  if (with_grad) out.grad_logits = Tensor::empty({in.k, in.b, in.v}, in.dtype, dev);
+  if (!dev.is_cpu()) {
+    DistillDeviceOps& ops = require_device_ops<DistillDeviceOps>(op, in.logits[0]);
+    ops.distill_loss_forward(in.logits, in.prob, in.log_prob, in.labels, in.alpha, in.beta, in.tau,
+                             out.ce, out.kl, out.loss, out.grad_logits);
+    if (in.kl_offset.defined())
+      ops.distill_add_kl_offset(in.kl_offset, in.beta, in.tau, out.kl, out.loss);
+    return out;
+  }
   dispatch_floating(op, in.dtype, [&](auto tag) {
     using T = decltype(tag);
     const std::vector<const T*> z = pointers<T>(in.logits);
@@ -209,10 +225,17 @@ FusedLossOutput run_forward(const char* op, const LossInputs& in, bool with_grad
 
 // tangents: K dense (B, V) values, undefined entries are zero tangents.
 FusedLossJvp run_jvp(const char* op, const LossInputs& in, const std::vector<Tensor>& tangents) {
+  const Device dev = in.logits[0].device();
   FusedLossJvp out;
-  out.ce_t = Tensor::empty({in.k, in.b}, in.dtype);
-  out.kl_t = Tensor::empty({in.k, in.b}, in.dtype);
-  out.loss_t = Tensor::empty({in.k}, in.dtype);
+  out.ce_t = Tensor::empty({in.k, in.b}, in.dtype, dev);
+  out.kl_t = Tensor::empty({in.k, in.b}, in.dtype, dev);
+  out.loss_t = Tensor::empty({in.k}, in.dtype, dev);
+  if (!dev.is_cpu()) {
+    require_device_ops<DistillDeviceOps>(op, in.logits[0])
+        .distill_loss_jvp(in.logits, tangents, in.prob, in.labels, in.alpha, in.beta, in.tau,
+                          out.ce_t, out.kl_t, out.loss_t);
+    return out;
+  }
   dispatch_floating(op, in.dtype, [&](auto tag) {
     using T = decltype(tag);
     const std::vector<const T*> z = pointers<T>(in.logits);
@@ -251,6 +274,23 @@ TeacherTargets make_mixture_targets(const std::vector<Tensor>& teacher_logits, d
   MCD_CHECK(!teacher_logits.empty(), "{}: expected the logits of at least one teacher, got none",
             op);
   if (teacher_logits.size() == 1) return make_teacher_targets(teacher_logits[0], tau);
+  const Device dev = teacher_logits[0].device();
+  // The mixture is computed on the host (once per batch, B x V values) and copied back to the
+  // teacher's device: no device kernel exists for it yet.
+  if (!dev.is_cpu()) {
+    for (std::size_t j = 0; j < teacher_logits.size(); ++j)
+      MCD_CHECK(teacher_logits[j].device() == dev,
+                "{}: teacher {} logits are on {} but teacher 0 logits are on {}", op, j,
+                teacher_logits[j].device().str(), dev.str());
+    std::vector<Tensor> host;
+    for (const Tensor& z : teacher_logits)
+      host.push_back(z.detach().to(Device::cpu()));
+    TeacherTargets h = make_mixture_targets(host, tau);
+    h.prob = h.prob.to(dev);
+    h.log_prob = h.log_prob.to(dev);
+    h.kl_offset = h.kl_offset.to(dev);
+    return h;
+  }
   std::vector<TeacherTargets> each;
   for (std::size_t j = 0; j < teacher_logits.size(); ++j) {
     each.push_back(make_teacher_targets(teacher_logits[j], tau));
@@ -338,7 +378,7 @@ FusedLossJvp fused_distill_loss_jvp(const std::vector<Tensor>& student_logits,
       MCD_CHECK(t.shape() == in.logits[0].shape() && t.dtype() == in.dtype,
                 "{}: the tangent of student {} is {} but the logits are {}", op, s, describe(t),
                 describe(in.logits[0]));
-      check_cpu(op, "logit tangent", t);
+      check_device(op, "logit tangent", t, in.logits[0].device());
     }
     zt.push_back(t.defined() ? dense(t) : Tensor());
   }
@@ -392,7 +432,8 @@ Tensor distill_loss(const std::vector<Tensor>& student_logits, const TeacherTarg
       any_logit_tangent = any_logit_tangent || t.defined();
       zt.push_back(t.defined() ? dense(t) : Tensor());
     }
-    Tensor lt = any_logit_tangent ? run_jvp(op, in, zt).loss_t : Tensor::zeros({k}, in.dtype);
+    Tensor lt = any_logit_tangent ? run_jvp(op, in, zt).loss_t
+                                  : Tensor::zeros({k}, in.dtype, in.logits[0].device());
     if (alpha.tangent().defined())
       lt = add(lt, mul(sum(mul(alpha.tangent(), f.ce), {1}), 1.0 / static_cast<double>(b)));
     if (beta.tangent().defined())

@@ -67,7 +67,7 @@ BackwardResult run_backward(const std::vector<Tensor>& outputs,
       MCD_CHECK(out.numel() == 1,
                 "backward: a gradient must be given for non-scalar output {} of shape {}", i,
                 shape_str(out.shape()));
-      g = Tensor::ones(out.shape(), out.dtype());
+      g = Tensor::ones(out.shape(), out.dtype(), out.device());
     } else {
       g = grad_outputs[i];
       MCD_CHECK(g.shape() == out.shape(), "backward: grad_output of shape {} for output {}",
@@ -157,7 +157,7 @@ std::vector<Tensor> grad(const std::vector<Tensor>& outputs, const std::vector<T
       auto it = r.node_grads.find(in.grad_fn().get());
       if (it != r.node_grads.end()) g = it->second;
     }
-    result.push_back(g.defined() ? g : Tensor::zeros(in.shape(), in.dtype()));
+    result.push_back(g.defined() ? g : Tensor::zeros(in.shape(), in.dtype(), in.device()));
   }
   return result;
 }
@@ -177,7 +177,7 @@ JvpResult jvp(const std::function<std::vector<Tensor>(const std::vector<Tensor>&
   r.outputs = f(duals);
   for (Tensor& out : r.outputs) {
     Tensor t = out.tangent();
-    r.tangents.push_back(t.defined() ? t : Tensor::zeros(out.shape(), out.dtype()));
+    r.tangents.push_back(t.defined() ? t : Tensor::zeros(out.shape(), out.dtype(), out.device()));
     out = out.detach();  // outputs come back as plain values
   }
   return r;

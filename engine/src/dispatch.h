@@ -3,6 +3,7 @@
 #pragma once
 #include <initializer_list>
 
+#include <mcd/engine/device_ops.h>
 #include <mcd/engine/tensor.h>
 
 namespace mcd::detail {
@@ -12,6 +13,18 @@ inline void require_cpu(const char* op, std::initializer_list<const Tensor*> ten
     if (t->defined() && !t->device().is_cpu())
       fail("{}: no kernel for device {} in this build (tensor of shape {})", op, t->device().str(),
            shape_str(t->shape()));
+}
+
+// True when t is defined and lives on a device: the op then runs its device table's kernel.
+inline bool on_device(const Tensor& t) {
+  return t.defined() && !t.device().is_cpu();
+}
+
+// The table of family `Table` registered for `device`, or nullptr (the host, or a build or
+// backend without one); for callers that have a host fallback.
+template <class Table>
+Table* find_device_ops(Device device) {
+  return device.type == DeviceType::CUDA ? DeviceOpsSlot<Table>::cuda : nullptr;
 }
 
 // Views without autograd, used by op implementations and rules.

@@ -1,5 +1,6 @@
 // Tensor handles: factories, metadata, element access, in-place updates and printing.
-// Differentiable views live in views.cpp.
+// Differentiable views live in views.cpp. In-place updates of device tensors run the device's
+// elementwise kernels (device_ops/elementwise.h); copy_ also moves values between devices.
 #include <algorithm>
 #include <cstring>
 #include <ostream>
@@ -8,6 +9,7 @@
 #include <fmt/ranges.h>
 
 #include <mcd/engine/autograd.h>
+#include <mcd/engine/device_ops/elementwise.h>
 #include <mcd/engine/generator.h>
 #include <mcd/engine/ops/elementwise.h>
 #include <mcd/engine/tensor.h>
@@ -46,8 +48,7 @@ Tensor Tensor::empty(const Shape& shape, DType dtype, Device device) {
 }
 
 Tensor Tensor::zeros(const Shape& shape, DType dtype, Device device) {
-  // Filled on the host and copied: the engine writes no device memory itself.
-  if (!device.is_cpu()) return zeros(shape, dtype).to(device);
+  if (!device.is_cpu()) return full(shape, 0.0, dtype, device);
   Tensor t = empty(shape, dtype, device);
   std::memset(t.raw_data(), 0, static_cast<std::size_t>(t.numel()) * dtype_size(dtype));
   return t;
@@ -58,7 +59,10 @@ Tensor Tensor::ones(const Shape& shape, DType dtype, Device device) {
 }
 
 Tensor Tensor::full(const Shape& shape, double value, DType dtype, Device device) {
-  if (!device.is_cpu()) return full(shape, value, dtype).to(device);
+  // A device without kernels (a backend that only stores, such as the tests' fake device) is
+  // filled on the host and copied; otherwise fill_ runs on the device.
+  if (!device.is_cpu() && detail::find_device_ops<ElementwiseDeviceOps>(device) == nullptr)
+    return full(shape, value, dtype).to(device);
   Tensor t = empty(shape, dtype, device);
   t.fill_(value);
   return t;
@@ -211,8 +215,14 @@ void Tensor::backward(const Tensor& grad_output) const {
 // ---- in-place
 
 Tensor& Tensor::copy_(const Tensor& src) {
-  detail::require_cpu("copy_", {this, &src});
+  check_defined("copy_", src);
+  // From another device: move the values here first (without autograd), then copy as usual.
+  if (src.device() != device()) return copy_(src.detach().to(device()));
   Tensor s = detail::expand_view(src, shape());
+  if (detail::on_device(*this)) {
+    require_device_ops<ElementwiseDeviceOps>("copy_", *this).copy(*this, s);
+    return *this;
+  }
   auto g = kc::make_geometry(shape(), {strides(), s.strides()});
   visit_dtype(dtype(), raw_data(), [&](auto* out) {
     visit_dtype(s.dtype(), const_cast<void*>(s.raw_data()),
@@ -222,7 +232,10 @@ Tensor& Tensor::copy_(const Tensor& src) {
 }
 
 Tensor& Tensor::fill_(double value) {
-  detail::require_cpu("fill_", {this});
+  if (detail::on_device(*this)) {
+    require_device_ops<ElementwiseDeviceOps>("fill_", *this).fill(*this, value);
+    return *this;
+  }
   visit_dtype(dtype(), raw_data(), [&](auto* p) {
     using T = std::remove_pointer_t<decltype(p)>;
     const T v = static_cast<T>(value);
@@ -241,9 +254,15 @@ Tensor& Tensor::fill_(double value) {
 
 Tensor& Tensor::add_(const Tensor& other, double alpha) {
   check_same_dtype("add_", *this, other);
+  check_same_device("add_", {this, &other});
   NoGradGuard no_grad;
   Tensor addend = alpha == 1.0 ? other : mul(other.detach(), alpha);
   Tensor a = detail::expand_view(addend, shape());
+  if (detail::on_device(*this)) {
+    check_floating("add_", *this);
+    require_device_ops<ElementwiseDeviceOps>("add_", *this).binary(BinaryOp::Add, *this, *this, a);
+    return *this;
+  }
   auto g = kc::make_geometry(shape(), {strides(), strides(), a.strides()});
   MCD_DISPATCH_FLOATING(dtype(), "add_", {
     scalar_t* p = data<scalar_t>();
@@ -255,6 +274,12 @@ Tensor& Tensor::add_(const Tensor& other, double alpha) {
 Tensor& Tensor::mul_(double value) {
   MCD_CHECK(is_contiguous(), "mul_: expected a contiguous tensor, got strides {} for shape {}",
             shape_str(strides()), shape_str(shape()));
+  if (detail::on_device(*this)) {
+    check_floating("mul_", *this);
+    require_device_ops<ElementwiseDeviceOps>("mul_", *this)
+        .unary(UnaryOp::Scale, *this, *this, value);
+    return *this;
+  }
   MCD_DISPATCH_FLOATING(dtype(), "mul_", {
     scalar_t* p = data<scalar_t>();
     kc::unary_cpu<scalar_t>(kc::UnaryOp::Scale, numel(), p, p, value);

@@ -142,7 +142,8 @@ Tensor Tensor::slice(std::int64_t d, std::int64_t start, std::int64_t end,
   const Shape in_shape = shape();
   const DType dt = dtype();
   record(out, "slice", {*this}, [=](const Tensor& g) {
-    Tensor full = Tensor::zeros(in_shape, dt);
+    // On the cotangent's device, which is the input's.
+    Tensor full = Tensor::zeros(in_shape, dt, g.device());
     full.slice(d, start, end, step).copy_(g);
     return std::vector<Tensor>{full};
   });

@@ -141,8 +141,7 @@ void Module::load_state_dict(const StateDict& state, const std::string& source, 
     if (!src.defined()) {
       problems.push_back(fmt::format("key '{}' holds an undefined tensor (the module expects {})",
                                      key, describe(dst)));
-    } else if (src.shape() != dst.shape() || src.dtype() != dst.dtype() ||
-               !(src.device() == dst.device())) {
+    } else if (src.shape() != dst.shape() || src.dtype() != dst.dtype()) {
       problems.push_back(fmt::format("key '{}' is {} in {}, but the module expects {}", key,
                                      describe(src), source, describe(dst)));
     }

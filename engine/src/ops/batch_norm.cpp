@@ -1,10 +1,14 @@
 // Batch normalisation: forward (train / eval kernels), vjp (dx, dweight, dbias) and jvp (y_t),
 // side by side. The statistics the rules need (mean, invstd per channel) are saved as float64
 // (C) tensors whatever x's dtype; the running-statistic update is in place, never recorded.
+// On a device, the kernels (and the update) come from the device table with the same
+// contracts; the statistics then live on the device.
 #include <cmath>
 #include <vector>
 
 #include <mcd/engine/autograd.h>
+#include <mcd/engine/device_ops.h>
+#include <mcd/engine/device_ops/nn.h>
 #include <mcd/engine/ops/batch_norm.h>
 #include <mcd/kernels/cpu/batch_norm.h>
 
@@ -63,7 +67,7 @@ Tensor batch_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, Ten
   check_floating("batch_norm", x);
   MCD_CHECK(x.dim() >= 2, "batch_norm: expected an input of shape (N, C, ...), got {}",
             shape_str(x.shape()));
-  detail::require_cpu("batch_norm", {&x, &weight, &bias, &running_mean, &running_var});
+  check_same_device("batch_norm", {&x, &weight, &bias, &running_mean, &running_var});
   check_channel_tensor("weight", weight, x, true);
   check_channel_tensor("bias", bias, x, true);
   MCD_CHECK(running_mean.defined() == running_var.defined(),
@@ -90,10 +94,23 @@ Tensor batch_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, Ten
   // ---- forward
   const Tensor xc = detail::contiguous_data(x);
   const Tensor wc = contiguous_or_undefined(weight), bc = contiguous_or_undefined(bias);
-  Tensor y = Tensor::empty(x.shape(), x.dtype());
-  Tensor mean = Tensor::empty({d.c}, DType::Float64);    // (C)
-  Tensor invstd = Tensor::empty({d.c}, DType::Float64);  // (C)
-  if (training) {
+  const Device dev = x.device();
+  NnDeviceOps* ops = dev.is_cpu() ? nullptr : &require_device_ops<NnDeviceOps>("batch_norm", x);
+  Tensor y = Tensor::empty(x.shape(), x.dtype(), dev);
+  Tensor mean = Tensor::empty({d.c}, DType::Float64, dev);    // (C)
+  Tensor invstd = Tensor::empty({d.c}, DType::Float64, dev);  // (C)
+  if (ops != nullptr) {
+    if (training) {
+      Tensor var = Tensor::empty({d.c}, DType::Float64, dev);
+      ops->batch_norm_forward_train(d, xc, wc, bc, options.eps, y, mean, var, invstd);
+      if (running_mean.defined())
+        ops->batch_norm_update_running(running_mean, running_var, mean, var, count,
+                                       options.momentum);
+    } else {
+      ops->batch_norm_eval_stats(running_mean, running_var, options.eps, mean, invstd);
+      ops->batch_norm_forward_eval(d, xc, wc, bc, mean, invstd, y);
+    }
+  } else if (training) {
     std::vector<double> var(static_cast<std::size_t>(d.c));
     MCD_DISPATCH_FLOATING(x.dtype(), "batch_norm", {
       kc::batch_norm_forward_train_cpu<scalar_t>(
@@ -123,9 +140,15 @@ Tensor batch_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, Ten
          [xc, wc, mean, invstd, d, training, need_x, need_w, need_b,
           shape = x.shape()](const Tensor& g) {
            const Tensor gc = detail::contiguous_data(g);
-           Tensor dx = need_x ? Tensor::empty(shape, gc.dtype()) : Tensor();
-           Tensor dw = need_w ? Tensor::empty({d.c}, gc.dtype()) : Tensor();
-           Tensor db = need_b ? Tensor::empty({d.c}, gc.dtype()) : Tensor();
+           const Device gdev = gc.device();
+           Tensor dx = need_x ? Tensor::empty(shape, gc.dtype(), gdev) : Tensor();
+           Tensor dw = need_w ? Tensor::empty({d.c}, gc.dtype(), gdev) : Tensor();
+           Tensor db = need_b ? Tensor::empty({d.c}, gc.dtype(), gdev) : Tensor();
+           if (!gdev.is_cpu()) {
+             require_device_ops<NnDeviceOps>("batch_norm backward", gc)
+                 .batch_norm_backward(d, training, gc, xc, wc, mean, invstd, dx, dw, db);
+             return std::vector<Tensor>{dx, dw, db};
+           }
            MCD_DISPATCH_FLOATING(gc.dtype(), "batch_norm backward", {
              kc::batch_norm_backward_cpu<scalar_t>(
                  d, training, gc.data<scalar_t>(), xc.data<scalar_t>(), data_or_null<scalar_t>(wc),
@@ -140,7 +163,11 @@ Tensor batch_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, Ten
     const Tensor xt = has_tangent(x) ? detail::contiguous_data(x.tangent()) : Tensor();
     const Tensor wt = has_tangent(weight) ? detail::contiguous_data(weight.tangent()) : Tensor();
     const Tensor bt = has_tangent(bias) ? detail::contiguous_data(bias.tangent()) : Tensor();
-    Tensor yt = Tensor::empty(x.shape(), x.dtype());
+    Tensor yt = Tensor::empty(x.shape(), x.dtype(), dev);
+    if (ops != nullptr) {
+      ops->batch_norm_jvp(d, training, xc, xt, wc, wt, bt, mean, invstd, yt);
+      return yt;
+    }
     MCD_DISPATCH_FLOATING(x.dtype(), "batch_norm jvp", {
       kc::batch_norm_jvp_cpu<scalar_t>(d, training, xc.data<scalar_t>(), data_or_null<scalar_t>(xt),
                                        data_or_null<scalar_t>(wc), data_or_null<scalar_t>(wt),

@@ -1,9 +1,12 @@
 // conv2d: forward (im2col + GEMM or direct depthwise kernel), vjp (dx, dw, db; only for the
 // inputs that require grad) and jvp. The rules run the same kernels on contiguous copies, so
-// every path (strided inputs included) goes through one tested set of kernels.
+// every path (strided inputs included) goes through one tested set of kernels. On a device
+// the same kernels come from the device table (cuDNN on CUDA); the rules are shared.
 #include <mcd/engine/ops/conv.h>
 
 #include <mcd/engine/autograd.h>
+#include <mcd/engine/device_ops.h>
+#include <mcd/engine/device_ops/nn.h>
 #include <mcd/engine/mac_counter.h>
 #include <mcd/engine/ops/elementwise.h>
 #include <mcd/kernels/cpu/conv2d.h>
@@ -23,7 +26,7 @@ kc::Conv2dGeometry conv2d_geometry(const Tensor& x, const Tensor& weight, const 
   check_floating("conv2d", x);
   check_same_dtype("conv2d", x, weight);
   if (bias.defined()) check_same_dtype("conv2d", x, bias);
-  detail::require_cpu("conv2d", {&x, &weight, &bias});
+  check_same_device("conv2d", {&x, &weight, &bias});
   MCD_CHECK(x.dim() == 4, "conv2d: expected input (N, C, H, W), got shape {}",
             shape_str(x.shape()));
   MCD_CHECK(weight.dim() == 4,
@@ -84,7 +87,11 @@ Shape output_shape(const kc::Conv2dGeometry& g) {
 Tensor conv_values(const kc::Conv2dGeometry& g, const Tensor& x, const Tensor& w, const Tensor& b) {
   const Tensor xc = detail::contiguous_data(x), wc = detail::contiguous_data(w);
   const Tensor bc = b.defined() ? detail::contiguous_data(b) : Tensor();
-  Tensor y = Tensor::empty(output_shape(g), x.dtype());
+  Tensor y = Tensor::empty(output_shape(g), x.dtype(), x.device());
+  if (!x.device().is_cpu()) {
+    require_device_ops<NnDeviceOps>("conv2d", x).conv2d_forward(g, xc, wc, bc, y);
+    return y;
+  }
   MCD_DISPATCH_FLOATING(x.dtype(), "conv2d", {
     kc::conv2d_forward_cpu<scalar_t>(g, xc.data<scalar_t>(), wc.data<scalar_t>(),
                                      bc.defined() ? bc.data<scalar_t>() : nullptr,
@@ -113,12 +120,21 @@ Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias,
           bias_shape = bias.defined() ? bias.shape() : Shape{}, need_x, need_w,
           need_b](const Tensor& grad_y) {
            const Tensor dy = detail::contiguous_data(grad_y);
+           const Device dev = dy.device();
            Tensor dx, dw, db;
-           if (need_x) dx = Tensor::empty({g.batch, g.in_channels, g.in_h, g.in_w}, dy.dtype());
+           if (need_x)
+             dx = Tensor::empty({g.batch, g.in_channels, g.in_h, g.in_w}, dy.dtype(), dev);
            if (need_w)
              dw = Tensor::empty({g.out_channels, g.in_per_group(), g.kernel_h, g.kernel_w},
-                                dy.dtype());
-           if (need_b) db = Tensor::empty(bias_shape, dy.dtype());
+                                dy.dtype(), dev);
+           if (need_b) db = Tensor::empty(bias_shape, dy.dtype(), dev);
+           if (!dev.is_cpu()) {
+             NnDeviceOps& ops = require_device_ops<NnDeviceOps>("conv2d backward", dy);
+             if (need_x) ops.conv2d_backward_input(g, dy, wd, dx);
+             if (need_w) ops.conv2d_backward_weight(g, xd, dy, dw);
+             if (need_b) ops.conv2d_backward_bias(g, dy, db);
+             return std::vector<Tensor>{dx, dw, db};
+           }
            MCD_DISPATCH_FLOATING(dy.dtype(), "conv2d", {
              const scalar_t* dyp = dy.data<scalar_t>();
              if (need_x)

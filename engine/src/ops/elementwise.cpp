@@ -1,8 +1,10 @@
 // Elementwise ops. Each op: forward (kernel call), vjp (cotangents da, db, reduced back over
-// broadcast dimensions), jvp (tangent from the inputs' tangents), side by side.
+// broadcast dimensions), jvp (tangent from the inputs' tangents), side by side. Forwards on a
+// device run its elementwise table on the strided inputs; the rules are the same everywhere.
 #include <cmath>
 
 #include <mcd/engine/autograd.h>
+#include <mcd/engine/device_ops/elementwise.h>
 #include <mcd/engine/ops/elementwise.h>
 #include <mcd/engine/ops/reduce.h>
 #include <mcd/kernels/cpu/elementwise.h>
@@ -17,10 +19,14 @@ namespace {
 Tensor binary_forward(kc::BinaryOp op, const char* name, const Tensor& a, const Tensor& b) {
   check_same_dtype(name, a, b);
   check_floating(name, a);
-  detail::require_cpu(name, {&a, &b});
+  check_same_device(name, {&a, &b});
   const Shape shape = broadcast_shapes(a.shape(), b.shape(), name);
-  Tensor out = Tensor::empty(shape, a.dtype());
+  Tensor out = Tensor::empty(shape, a.dtype(), a.device());
   const Tensor ae = detail::expand_view(a, shape), be = detail::expand_view(b, shape);
+  if (detail::on_device(a)) {
+    require_device_ops<ElementwiseDeviceOps>(name, a).binary(op, out, ae, be);
+    return out;
+  }
   const auto g = kc::make_geometry(shape, {out.strides(), ae.strides(), be.strides()});
   MCD_DISPATCH_FLOATING(a.dtype(), name, {
     kc::binary_cpu<scalar_t>(op, g, out.data<scalar_t>(), ae.data<scalar_t>(), be.data<scalar_t>());
@@ -30,7 +36,11 @@ Tensor binary_forward(kc::BinaryOp op, const char* name, const Tensor& a, const 
 
 Tensor unary_forward(kc::UnaryOp op, const char* name, const Tensor& x, double scalar = 0.0) {
   check_floating(name, x);
-  detail::require_cpu(name, {&x});
+  if (detail::on_device(x)) {
+    Tensor out = Tensor::empty(x.shape(), x.dtype(), x.device());
+    require_device_ops<ElementwiseDeviceOps>(name, x).unary(op, out, x, scalar);
+    return out;
+  }
   const Tensor xc = detail::contiguous_data(x);
   Tensor out = Tensor::empty(x.shape(), x.dtype());
   MCD_DISPATCH_FLOATING(x.dtype(), name, {
@@ -186,20 +196,17 @@ Tensor pow(const Tensor& x, const Tensor& e) {
   Tensor y = binary_forward(kc::BinaryOp::Pow, "pow", x, e);
   // d x^e = e x^(e-1) dx + x^e log(x) de
   const bool need_x = x.requires_grad(), need_e = e.requires_grad();
-  record(y, "pow", {x, e},
-         [xd = x.detach(), ed = e.detach(), yd = y.detach(), need_x, need_e](const Tensor& g) {
-           return std::vector<Tensor>{
-               need_x
-                   ? sum_to_shape(mul(g, mul(ed, pow(xd, sub(ed, Tensor::ones({}, ed.dtype()))))),
-                                  xd.shape())
-                   : Tensor(),
-               need_e ? sum_to_shape(mul(g, mul(yd, log(xd))), ed.shape()) : Tensor()};
-         });
+  record(
+      y, "pow", {x, e},
+      [xd = x.detach(), ed = e.detach(), yd = y.detach(), need_x, need_e](const Tensor& g) {
+        return std::vector<Tensor>{
+            need_x ? sum_to_shape(mul(g, mul(ed, pow(xd, add(ed, -1.0)))), xd.shape()) : Tensor(),
+            need_e ? sum_to_shape(mul(g, mul(yd, log(xd))), ed.shape()) : Tensor()};
+      });
   propagate_tangent(y, {x, e}, [&] {
     const Tensor xd = x.detach(), ed = e.detach(), yd = y.detach();
     Tensor t;
-    if (has_tangent(x))
-      t = mul(x.tangent(), mul(ed, pow(xd, sub(ed, Tensor::ones({}, ed.dtype())))));
+    if (has_tangent(x)) t = mul(x.tangent(), mul(ed, pow(xd, add(ed, -1.0))));
     if (has_tangent(e)) {
       Tensor te = mul(e.tangent(), mul(yd, log(xd)));
       t = t.defined() ? add(t, te) : te;
@@ -213,7 +220,12 @@ Tensor relu(const Tensor& x) {
   Tensor y = unary_forward(kc::UnaryOp::Relu, "relu", x);
   // The mask is 1 where x > 0 (derivative 0 at 0, as PyTorch).
   auto mask_mul = [](const Tensor& v, const Tensor& xd) {
-    Tensor out = Tensor::empty(v.shape(), v.dtype());
+    check_same_device("relu", {&v, &xd});
+    Tensor out = Tensor::empty(v.shape(), v.dtype(), v.device());
+    if (detail::on_device(v)) {
+      require_device_ops<ElementwiseDeviceOps>("relu", v).relu_mask(out, v, xd);
+      return out;
+    }
     const Tensor vc = detail::contiguous_data(v), xc = detail::contiguous_data(xd);
     MCD_DISPATCH_FLOATING(v.dtype(), "relu", {
       relu_mask<scalar_t>(v.numel(), vc.data<scalar_t>(), xc.data<scalar_t>(),

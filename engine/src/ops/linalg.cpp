@@ -1,5 +1,8 @@
-// matmul (GEMM through the CPU kernel) and linear (a composition of matmul and add).
+// matmul (GEMM through the CPU kernel, or cuBLAS through the device table) and linear (a
+// composition of matmul and add). Transposed operands are read in place on both backends.
 #include <mcd/engine/autograd.h>
+#include <mcd/engine/device_ops.h>
+#include <mcd/engine/device_ops/nn.h>
 #include <mcd/engine/mac_counter.h>
 #include <mcd/engine/ops/elementwise.h>
 #include <mcd/engine/ops/linalg.h>
@@ -38,10 +41,53 @@ void gemm_2d(const Tensor& a, const Tensor& b, Tensor& out) {
                   std::max<std::int64_t>(N, 1));
 }
 
+// t (batch..., R, C), batch of nb elements, as a (nb, R, C) view: without a copy when the
+// batch dimensions collapse into one stride (broadcast batches included), else a copy.
+Tensor as_batch3(const Tensor& t, std::int64_t nb) {
+  const std::int64_t d = t.dim();
+  const std::int64_t R = t.shape()[d - 2], C = t.shape()[d - 1];
+  const Shape& st = t.strides();
+  std::int64_t batch_stride = 0, next = -1;  // next: the inner batch dim already seen
+  bool collapses = true;
+  for (std::int64_t i = d - 3; i >= 0; --i) {
+    if (t.shape()[i] == 1) continue;
+    if (next < 0)
+      batch_stride = st[i];
+    else if (st[i] != st[next] * t.shape()[next])
+      collapses = false;
+    next = i;
+  }
+  if (collapses)
+    return detail::make_view(t, {nb, R, C}, {batch_stride, st[d - 2], st[d - 1]}, t.offset());
+  const Tensor c = detail::contiguous_data(t);
+  return detail::make_view(c, {nb, R, C}, {R * C, C, 1}, c.offset());
+}
+
+// The device path: one batched GEMM through the device table on (nb, M, K) and (nb, K, N)
+// views of the broadcast operands.
+Tensor matmul_device(const Tensor& a, const Tensor& b, std::int64_t M, std::int64_t K,
+                     std::int64_t N) {
+  check_same_device("matmul", {&a, &b});
+  NnDeviceOps& ops = require_device_ops<NnDeviceOps>("matmul", a);
+  const Shape batch = broadcast_shapes(Shape(a.shape().begin(), a.shape().end() - 2),
+                                       Shape(b.shape().begin(), b.shape().end() - 2), "matmul");
+  Shape sa = batch, sb = batch, so = batch;
+  sa.insert(sa.end(), {M, K});
+  sb.insert(sb.end(), {K, N});
+  so.insert(so.end(), {M, N});
+  const std::int64_t nb = shape_numel(batch);
+  Tensor out = Tensor::empty(so, a.dtype(), a.device());
+  add_macs(nb * M * N * K);
+  if (nb == 0 || M == 0 || N == 0) return out;
+  Tensor out3 = detail::make_view(out, {nb, M, N}, {M * N, N, 1}, 0);
+  ops.matmul(as_batch3(detail::expand_view(a, sa), nb), as_batch3(detail::expand_view(b, sb), nb),
+             out3);
+  return out;
+}
+
 Tensor matmul_forward(const Tensor& a, const Tensor& b) {
   check_same_dtype("matmul", a, b);
   check_floating("matmul", a);
-  detail::require_cpu("matmul", {&a, &b});
   MCD_CHECK(a.dim() >= 2 && b.dim() >= 2,
             "matmul: expected matrices of rank >= 2, got shapes {} and {}", shape_str(a.shape()),
             shape_str(b.shape()));
@@ -49,6 +95,7 @@ Tensor matmul_forward(const Tensor& a, const Tensor& b) {
   const std::int64_t K2 = b.shape()[b.dim() - 2], N = b.shape()[b.dim() - 1];
   MCD_CHECK(K == K2, "matmul: inner dimensions differ, shapes {} and {}", shape_str(a.shape()),
             shape_str(b.shape()));
+  if (!a.device().is_cpu() || !b.device().is_cpu()) return matmul_device(a, b, M, K, N);
   if (a.dim() == 2 && b.dim() == 2) {
     add_macs(M * N * K);
     Tensor out = Tensor::empty({M, N}, a.dtype());

@@ -1,8 +1,11 @@
 // Sum, mean, sum_to_shape and argmax. Reductions over a contiguous block of dimensions run
-// in place; anything else is first permuted so the reduced dimensions come last.
+// in place; anything else is first permuted so the reduced dimensions come last. Both reach
+// the kernels (CPU, or the device's elementwise table) as a contiguous (outer, reduced, inner)
+// array.
 #include <algorithm>
 
 #include <mcd/engine/autograd.h>
+#include <mcd/engine/device_ops/elementwise.h>
 #include <mcd/engine/ops/elementwise.h>
 #include <mcd/engine/ops/reduce.h>
 #include <mcd/kernels/cpu/reduce.h>
@@ -39,7 +42,6 @@ Shape reduced_shape(const Shape& in, const std::vector<std::int64_t>& dims, bool
 
 // Forward of sum over sorted `dims`, no autograd.
 Tensor sum_forward(const Tensor& x, const std::vector<std::int64_t>& dims, const Shape& out_shape) {
-  detail::require_cpu("sum", {&x});
   const std::int64_t rank = x.dim();
   Tensor src;
   std::int64_t outer = 1, reduced = 1, inner = 1;
@@ -69,7 +71,11 @@ Tensor sum_forward(const Tensor& x, const std::vector<std::int64_t>& dims, const
     outer = x.numel() / std::max<std::int64_t>(reduced, 1);
     if (reduced == 0) outer = shape_numel(out_shape);
   }
-  Tensor out = Tensor::empty(out_shape, x.dtype());
+  Tensor out = Tensor::empty(out_shape, x.dtype(), x.device());
+  if (detail::on_device(x)) {
+    require_device_ops<ElementwiseDeviceOps>("sum", x).sum(out, src, outer, reduced, inner);
+    return out;
+  }
   MCD_DISPATCH_FLOATING(x.dtype(), "sum", {
     kc::sum_outer_inner_cpu<scalar_t>(outer, reduced, inner, src.data<scalar_t>(),
                                       out.data<scalar_t>());
@@ -136,7 +142,6 @@ Tensor sum_to_shape(const Tensor& x, const Shape& shape) {
 
 Tensor argmax(const Tensor& x, std::int64_t dim) {
   check_floating("argmax", x);
-  detail::require_cpu("argmax", {&x});
   dim = normalize_dim(dim, x.dim(), "argmax");
   MCD_CHECK(x.shape()[dim] > 0, "argmax: empty dimension {} in shape {}", dim,
             shape_str(x.shape()));
@@ -148,7 +153,12 @@ Tensor argmax(const Tensor& x, std::int64_t dim) {
     inner *= x.shape()[i];
   Shape out_shape = x.shape();
   out_shape.erase(out_shape.begin() + dim);
-  Tensor out = Tensor::empty(out_shape, DType::Int64);
+  Tensor out = Tensor::empty(out_shape, DType::Int64, x.device());
+  if (detail::on_device(x)) {
+    require_device_ops<ElementwiseDeviceOps>("argmax", x)
+        .argmax(out, xc, outer, x.shape()[dim], inner);
+    return out;
+  }
   MCD_DISPATCH_FLOATING(x.dtype(), "argmax", {
     kc::argmax_outer_inner_cpu<scalar_t>(outer, x.shape()[dim], inner, xc.data<scalar_t>(),
                                          out.data<std::int64_t>());

@@ -1,4 +1,5 @@
 // concat: copies each input into its slice of the output; the vjp hands each input its slice.
+// Works on any device whose copy_ does (the copies run there).
 #include <mcd/engine/autograd.h>
 #include <mcd/engine/ops/elementwise.h>
 #include <mcd/engine/ops/shape_ops.h>
@@ -17,7 +18,7 @@ Tensor concat(const std::vector<Tensor>& tensors, std::int64_t dim) {
   for (std::size_t i = 0; i < tensors.size(); ++i) {
     const Tensor& t = tensors[i];
     check_same_dtype("concat", first, t);
-    detail::require_cpu("concat", {&t});
+    check_same_device("concat", {&first, &t});
     bool ok = t.dim() == first.dim();
     for (std::int64_t d = 0; ok && d < t.dim(); ++d)
       ok = d == dim || t.shape()[d] == first.shape()[d];
@@ -25,7 +26,7 @@ Tensor concat(const std::vector<Tensor>& tensors, std::int64_t dim) {
               shape_str(t.shape()), shape_str(first.shape()), dim);
     out_shape[dim] += t.shape()[dim];
   }
-  Tensor out = Tensor::empty(out_shape, first.dtype());
+  Tensor out = Tensor::empty(out_shape, first.dtype(), first.device());
   std::vector<std::int64_t> starts;
   std::int64_t pos = 0;
   for (const Tensor& t : tensors) {

@@ -1,9 +1,11 @@
 // Temperature softmax / log_softmax, per-sample cross-entropy and softmax KL: forward, vjp and
 // jvp side by side. The losses save each row's log-sum-exp in float64 (B) so that the rules
-// rebuild exact probabilities from the logits without storing a (B, V) softmax.
+// rebuild exact probabilities from the logits without storing a (B, V) softmax. On a device,
+// forwards and rule kernels run its elementwise table; the rules are the same everywhere.
 #include <cmath>
 
 #include <mcd/engine/autograd.h>
+#include <mcd/engine/device_ops/elementwise.h>
 #include <mcd/engine/ops/softmax.h>
 #include <mcd/kernels/cpu/softmax.h>
 
@@ -45,10 +47,18 @@ void check_logits(const char* op, const char* what, const Tensor& z) {
             what, shape_str(z.shape()));
 }
 
+ElementwiseDeviceOps& device_ops(const char* op, const Tensor& t) {
+  return require_device_ops<ElementwiseDeviceOps>(op, t);
+}
+
 // Shared forward of softmax and log_softmax.
 Tensor softmax_forward(const char* op, const Tensor& x, const Lanes& l, double tau, bool log) {
   const Tensor xc = detail::contiguous_data(x);
-  Tensor y = Tensor::empty(x.shape(), x.dtype());
+  Tensor y = Tensor::empty(x.shape(), x.dtype(), x.device());
+  if (detail::on_device(x)) {
+    device_ops(op, x).softmax_forward(y, xc, l.outer, l.v, l.inner, 1.0 / tau, log);
+    return y;
+  }
   MCD_DISPATCH_FLOATING(x.dtype(), op, {
     kc::softmax_forward_cpu<scalar_t>(l.outer, l.v, l.inner, xc.data<scalar_t>(), 1.0 / tau, log,
                                       y.data<scalar_t>());
@@ -57,11 +67,14 @@ Tensor softmax_forward(const char* op, const Tensor& x, const Lanes& l, double t
 }
 
 // Applies one of the (outer, V, inner) rule kernels to the saved output y and a vector v.
-enum class SoftmaxRule { SoftmaxVjpJvp, LogSoftmaxVjp, LogSoftmaxJvp };
-
 Tensor apply_rule(SoftmaxRule rule, const Lanes& l, double tau, const Tensor& y, const Tensor& v) {
+  check_same_device("softmax rule", {&y, &v});
   const Tensor vc = detail::contiguous_data(v);
-  Tensor out = Tensor::empty(y.shape(), y.dtype());
+  Tensor out = Tensor::empty(y.shape(), y.dtype(), y.device());
+  if (detail::on_device(y)) {
+    device_ops("softmax rule", y).softmax_rule(rule, out, y, vc, l.outer, l.v, l.inner, 1.0 / tau);
+    return out;
+  }
   MCD_DISPATCH_FLOATING(y.dtype(), "softmax rule", {
     const scalar_t* py = y.data<scalar_t>();
     const scalar_t* pv = vc.data<scalar_t>();
@@ -90,7 +103,6 @@ Tensor softmax(const Tensor& x, std::int64_t dim, double tau) {
   check_defined("softmax", x);
   check_floating("softmax", x);
   check_tau("softmax", tau);
-  detail::require_cpu("softmax", {&x});
   const Lanes l = lanes_of(x.shape(), normalize_dim(dim, x.dim(), "softmax"));
   Tensor y = softmax_forward("softmax", x, l, tau, false);
   record(y, "softmax", {x}, [yd = y.detach(), l, tau](const Tensor& g) {
@@ -108,7 +120,6 @@ Tensor log_softmax(const Tensor& x, std::int64_t dim, double tau) {
   check_defined("log_softmax", x);
   check_floating("log_softmax", x);
   check_tau("log_softmax", tau);
-  detail::require_cpu("log_softmax", {&x});
   const Lanes l = lanes_of(x.shape(), normalize_dim(dim, x.dim(), "log_softmax"));
   Tensor y = softmax_forward("log_softmax", x, l, tau, true);
   record(y, "log_softmax", {x}, [yd = y.detach(), l, tau](const Tensor& g) {
@@ -130,24 +141,33 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& labels) {
   MCD_CHECK(labels.dtype() == DType::Int64 && labels.dim() == 1 && labels.size(0) == b,
             "cross_entropy: labels must be int64 of shape [{}] for logits {}, got {} {}", b,
             shape_str(logits.shape()), dtype_name(labels.dtype()), shape_str(labels.shape()));
-  detail::require_cpu("cross_entropy", {&logits, &labels});
+  check_same_device("cross_entropy", {&logits, &labels});
+  const bool device = detail::on_device(logits);
   const Tensor zc = detail::contiguous_data(logits), yc = detail::contiguous_data(labels);
-  const std::int64_t* py = yc.data<std::int64_t>();
-  for (std::int64_t i = 0; i < b; ++i)
-    MCD_CHECK(py[i] >= 0 && py[i] < v,
-              "cross_entropy: label {} of row {} is out of range [0, {}) for logits {}", py[i], i,
-              v, shape_str(logits.shape()));
+  Tensor loss = Tensor::empty({b}, logits.dtype(), logits.device());
+  Tensor lse = Tensor::empty({b}, DType::Float64, logits.device());  // (B)
+  if (device) {
+    // Labels stay on the device: an out-of-range one gives a NaN row (device_ops/elementwise.h).
+    device_ops("cross_entropy", zc).cross_entropy_forward(loss, lse, zc, yc);
+  } else {
+    const std::int64_t* py = yc.data<std::int64_t>();
+    for (std::int64_t i = 0; i < b; ++i)
+      MCD_CHECK(py[i] >= 0 && py[i] < v,
+                "cross_entropy: label {} of row {} is out of range [0, {}) for logits {}", py[i], i,
+                v, shape_str(logits.shape()));
+    MCD_DISPATCH_FLOATING(logits.dtype(), "cross_entropy", {
+      kc::cross_entropy_forward_cpu<scalar_t>(b, v, zc.data<scalar_t>(), py, loss.data<scalar_t>(),
+                                              lse.data<double>());
+    });
+  }
 
-  Tensor loss = Tensor::empty({b}, logits.dtype());
-  Tensor lse = Tensor::empty({b}, DType::Float64);  // (B)
-  MCD_DISPATCH_FLOATING(logits.dtype(), "cross_entropy", {
-    kc::cross_entropy_forward_cpu<scalar_t>(b, v, zc.data<scalar_t>(), py, loss.data<scalar_t>(),
-                                            lse.data<double>());
-  });
-
-  record(loss, "cross_entropy", {logits}, [zc, yc, lse, b, v](const Tensor& g) {
+  record(loss, "cross_entropy", {logits}, [zc, yc, lse, b, v, device](const Tensor& g) {
     const Tensor gc = detail::contiguous_data(g);
-    Tensor dz = Tensor::empty({b, v}, zc.dtype());
+    Tensor dz = Tensor::empty({b, v}, zc.dtype(), zc.device());
+    if (device) {
+      device_ops("cross_entropy backward", zc).cross_entropy_backward(dz, zc, yc, lse, gc);
+      return std::vector<Tensor>{dz};
+    }
     MCD_DISPATCH_FLOATING(zc.dtype(), "cross_entropy backward", {
       kc::cross_entropy_backward_cpu<scalar_t>(b, v, zc.data<scalar_t>(), yc.data<std::int64_t>(),
                                                lse.data<double>(), gc.data<scalar_t>(),
@@ -157,7 +177,11 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& labels) {
   });
   propagate_tangent(loss, {logits}, [&] {
     const Tensor zt = detail::contiguous_data(logits.tangent());
-    Tensor lt = Tensor::empty({b}, zc.dtype());
+    Tensor lt = Tensor::empty({b}, zc.dtype(), zc.device());
+    if (device) {
+      device_ops("cross_entropy jvp", zc).cross_entropy_jvp(lt, zc, yc, lse, zt);
+      return lt;
+    }
     MCD_DISPATCH_FLOATING(zc.dtype(), "cross_entropy jvp", {
       kc::cross_entropy_jvp_cpu<scalar_t>(b, v, zc.data<scalar_t>(), yc.data<std::int64_t>(),
                                           lse.data<double>(), zt.data<scalar_t>(),
@@ -180,27 +204,37 @@ Tensor kl_div_softmax(const Tensor& student_logits, const Tensor& target_logits,
             shape_str(student_logits.shape()), shape_str(target_logits.shape()));
   check_same_dtype("kl_div_softmax", student_logits, target_logits);
   check_tau("kl_div_softmax", tau);
-  detail::require_cpu("kl_div_softmax", {&student_logits, &target_logits});
+  check_same_device("kl_div_softmax", {&student_logits, &target_logits});
   const std::int64_t b = student_logits.size(0), v = student_logits.size(1);
   const double inv_tau = 1.0 / tau;
+  const bool device = detail::on_device(student_logits);
   const Tensor sc = detail::contiguous_data(student_logits);
   const Tensor tc = detail::contiguous_data(target_logits);
 
-  Tensor kl = Tensor::empty({b}, sc.dtype());
-  Tensor lse_s = Tensor::empty({b}, DType::Float64);  // (B)
-  Tensor lse_t = Tensor::empty({b}, DType::Float64);  // (B)
-  MCD_DISPATCH_FLOATING(sc.dtype(), "kl_div_softmax", {
-    kc::kl_div_softmax_forward_cpu<scalar_t>(b, v, sc.data<scalar_t>(), tc.data<scalar_t>(),
-                                             inv_tau, kl.data<scalar_t>(), lse_s.data<double>(),
-                                             lse_t.data<double>());
-  });
+  Tensor kl = Tensor::empty({b}, sc.dtype(), sc.device());
+  Tensor lse_s = Tensor::empty({b}, DType::Float64, sc.device());  // (B)
+  Tensor lse_t = Tensor::empty({b}, DType::Float64, sc.device());  // (B)
+  if (device) {
+    device_ops("kl_div_softmax", sc).kl_div_softmax_forward(kl, lse_s, lse_t, sc, tc, inv_tau);
+  } else {
+    MCD_DISPATCH_FLOATING(sc.dtype(), "kl_div_softmax", {
+      kc::kl_div_softmax_forward_cpu<scalar_t>(b, v, sc.data<scalar_t>(), tc.data<scalar_t>(),
+                                               inv_tau, kl.data<scalar_t>(), lse_s.data<double>(),
+                                               lse_t.data<double>());
+    });
+  }
 
   const bool need_s = student_logits.requires_grad(), need_t = target_logits.requires_grad();
   record(kl, "kl_div_softmax", {student_logits, target_logits},
-         [sc, tc, lse_s, lse_t, b, v, inv_tau, need_s, need_t](const Tensor& g) {
+         [sc, tc, lse_s, lse_t, b, v, inv_tau, need_s, need_t, device](const Tensor& g) {
            const Tensor gc = detail::contiguous_data(g);
-           Tensor ds = need_s ? Tensor::empty({b, v}, sc.dtype()) : Tensor();
-           Tensor dt = need_t ? Tensor::empty({b, v}, sc.dtype()) : Tensor();
+           Tensor ds = need_s ? Tensor::empty({b, v}, sc.dtype(), sc.device()) : Tensor();
+           Tensor dt = need_t ? Tensor::empty({b, v}, sc.dtype(), sc.device()) : Tensor();
+           if (device) {
+             device_ops("kl_div_softmax backward", sc)
+                 .kl_div_softmax_backward(ds, dt, sc, tc, lse_s, lse_t, gc, inv_tau);
+             return std::vector<Tensor>{ds, dt};
+           }
            MCD_DISPATCH_FLOATING(sc.dtype(), "kl_div_softmax backward", {
              kc::kl_div_softmax_backward_cpu<scalar_t>(
                  b, v, sc.data<scalar_t>(), tc.data<scalar_t>(), inv_tau, lse_s.data<double>(),
@@ -214,7 +248,12 @@ Tensor kl_div_softmax(const Tensor& student_logits, const Tensor& target_logits,
         has_tangent(student_logits) ? detail::contiguous_data(student_logits.tangent()) : Tensor();
     const Tensor tt =
         has_tangent(target_logits) ? detail::contiguous_data(target_logits.tangent()) : Tensor();
-    Tensor klt = Tensor::empty({b}, sc.dtype());
+    Tensor klt = Tensor::empty({b}, sc.dtype(), sc.device());
+    if (device) {
+      device_ops("kl_div_softmax jvp", sc)
+          .kl_div_softmax_jvp(klt, sc, tc, lse_s, lse_t, st, tt, inv_tau);
+      return klt;
+    }
     MCD_DISPATCH_FLOATING(sc.dtype(), "kl_div_softmax jvp", {
       kc::kl_div_softmax_jvp_cpu<scalar_t>(b, v, sc.data<scalar_t>(), tc.data<scalar_t>(), inv_tau,
                                            lse_s.data<double>(), lse_t.data<double>(),

@@ -1,9 +1,14 @@
 // Adam and AdamW update loops: one pass over contiguous memory per parameter, following
 // torch.optim.Adam/AdamW (single-tensor path) operation by operation, so float64 results
 // agree with PyTorch to rounding. Bias corrections are computed once per step in double.
+// Parameters on a device step through the device table's multi-tensor kernel (the same
+// arithmetic, bit for bit); the moments stay on the device, state dicts copy them to the host.
 #include <cmath>
+#include <map>
 #include <utility>
 
+#include <mcd/engine/device_ops.h>
+#include <mcd/engine/device_ops/nn.h>
 #include <mcd/engine/optim/adam.h>
 
 #include "../dispatch.h"
@@ -64,11 +69,19 @@ void validate(const AdamOptions& o, const std::string& where, const StateReader*
         "finite, >= 0");
 }
 
+// A copy on t's device.
 Tensor copy_of(const Tensor& t) {
   if (!t.defined()) return t;
+  if (!t.device().is_cpu()) return t.detach().clone();
   Tensor out = Tensor::empty(t.shape(), t.dtype());
   out.copy_(t);
   return out;
+}
+
+// A copy on the host (state dicts are host tensors).
+Tensor host_copy_of(const Tensor& t) {
+  if (!t.defined() || t.device().is_cpu()) return copy_of(t);
+  return t.detach().to(Device::cpu());
 }
 
 std::string state_key(std::size_t i, const char* name) {
@@ -120,6 +133,41 @@ Tensor Adam::exp_avg_sq(std::size_t i) const {
 
 void Adam::step() {
   const char* op = decoupled_ ? "AdamW::step" : "Adam::step";
+  if (!params_[0].device().is_cpu()) {
+    // One multi-tensor launch per distinct step count (all parameters share it in a normal
+    // run; a parameter that missed steps for lack of a gradient has its own).
+    OptimDeviceOps& ops = require_device_ops<OptimDeviceOps>(op, params_[0]);
+    struct Group {
+      std::vector<Tensor> p, g, m, v;
+    };
+    std::map<std::int64_t, Group> groups;
+    for (std::size_t i = 0; i < params_.size(); ++i) {
+      const Tensor g = contiguous_grad(i);
+      if (!g.defined()) continue;
+      const Tensor& p = params_[i];
+      if (!exp_avg_[i].defined()) {
+        exp_avg_[i] = Tensor::zeros(p.shape(), p.dtype(), p.device());
+        exp_avg_sq_[i] = Tensor::zeros(p.shape(), p.dtype(), p.device());
+      }
+      Group& group = groups[++steps_[i]];
+      group.p.push_back(p);
+      group.g.push_back(g);
+      group.m.push_back(exp_avg_[i]);
+      group.v.push_back(exp_avg_sq_[i]);
+    }
+    for (const auto& [t, group] : groups) {
+      AdamDeviceStep s;
+      s.lr = lr_;
+      s.beta1 = options_.beta1;
+      s.beta2 = options_.beta2;
+      s.eps = options_.eps;
+      s.weight_decay = options_.weight_decay;
+      s.decoupled = decoupled_;
+      s.step = t;
+      ops.adam_step(group.p, group.g, group.m, group.v, s);
+    }
+    return;
+  }
   for (std::size_t i = 0; i < params_.size(); ++i) {
     const Tensor g = contiguous_grad(i);
     if (!g.defined()) continue;
@@ -168,8 +216,8 @@ StateDict Adam::state_dict() const {
   for (std::size_t i = 0; i < params_.size(); ++i) {
     if (steps_[i] == 0) continue;
     s[state_key(i, "step")] = Tensor::from_vector<std::int64_t>({steps_[i]}, Shape{});
-    s[state_key(i, "exp_avg")] = copy_of(exp_avg_[i]);
-    s[state_key(i, "exp_avg_sq")] = copy_of(exp_avg_sq_[i]);
+    s[state_key(i, "exp_avg")] = host_copy_of(exp_avg_[i]);
+    s[state_key(i, "exp_avg_sq")] = host_copy_of(exp_avg_sq_[i]);
   }
   return s;
 }

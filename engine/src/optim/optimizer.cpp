@@ -1,5 +1,6 @@
 // Optimizer base (parameter checks, zero_grad, lr) and StateReader. load_state_dict of every
 // optimizer reads through a StateReader so that a bad dict fails before any state changes.
+// Parameters may live on a device (all on one); state dicts are always on the host.
 #include <cmath>
 #include <utility>
 
@@ -17,7 +18,10 @@ Optimizer::Optimizer(std::vector<Tensor> params) : params_(std::move(params)) {
     MCD_CHECK(p.defined(), "Optimizer: parameter {} is undefined", i);
     MCD_CHECK(is_floating(p.dtype()), "Optimizer: parameter {} of shape {} is {}, not floating", i,
               shape_str(p.shape()), dtype_name(p.dtype()));
-    detail::require_cpu("Optimizer", {&p});
+    // One device for the whole list: the device updates run one list per step.
+    MCD_CHECK(p.device() == params_[0].device(),
+              "Optimizer: parameter {} of shape {} is on {} but parameter 0 is on {}", i,
+              shape_str(p.shape()), p.device().str(), params_[0].device().str());
     MCD_CHECK(p.is_leaf(), "Optimizer: parameter {} of shape {} is not a leaf tensor", i,
               shape_str(p.shape()));
     // The update loops walk the parameter's memory linearly.
@@ -40,11 +44,20 @@ void Optimizer::set_lr(double lr) {
   lr_ = lr;
 }
 
+namespace {
+void check_same_device_as_param(const Tensor& g, const Tensor& p, std::size_t i) {
+  MCD_CHECK(g.device() == p.device(),
+            "Optimizer::step: gradient of parameter {} (shape {}) is on {} but the parameter is "
+            "on {}",
+            i, shape_str(p.shape()), g.device().str(), p.device().str());
+}
+}  // namespace
+
 Tensor Optimizer::contiguous_grad(std::size_t i) const {
   const Tensor& p = params_[i];
   Tensor g = p.grad();
   if (!g.defined()) return g;
-  detail::require_cpu("Optimizer::step", {&g});
+  check_same_device_as_param(g, p, i);
   MCD_CHECK(g.shape() == p.shape() && g.dtype() == p.dtype(),
             "Optimizer::step: gradient of shape {} ({}) for parameter {} of shape {} ({})",
             shape_str(g.shape()), dtype_name(g.dtype()), i, shape_str(p.shape()),
@@ -108,7 +121,7 @@ Tensor StateReader::buffer_like(const std::string& key, const Tensor& param) {
                              shape_str(param.shape()), shape_str(t.shape())));
   Tensor out = Tensor::empty(param.shape(), param.dtype());
   out.copy_(t);
-  return out;
+  return param.device().is_cpu() ? out : out.to(param.device());
 }
 
 double StateReader::common(std::size_t num_params) {

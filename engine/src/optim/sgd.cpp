@@ -1,10 +1,14 @@
 // SGD update loops (one pass over contiguous memory per parameter) and the state-free
 // lookahead direction. The arithmetic follows torch.optim.SGD operation by operation, so
-// float64 results agree with PyTorch to rounding.
+// float64 results agree with PyTorch to rounding. Parameters on a device step through the
+// device table's multi-tensor kernel (the same arithmetic, bit for bit); their momentum
+// buffers stay on the device, and state dicts copy them to the host.
 #include <cmath>
 #include <type_traits>
 #include <utility>
 
+#include <mcd/engine/device_ops.h>
+#include <mcd/engine/device_ops/nn.h>
 #include <mcd/engine/optim/sgd.h>
 
 #include "../dispatch.h"
@@ -113,11 +117,30 @@ void validate(const SgdOptions& o, const std::string& where, const StateReader* 
                                 o.momentum, o.dampening));
 }
 
+// A copy on t's device.
 Tensor copy_of(const Tensor& t) {
   if (!t.defined()) return t;
+  if (!t.device().is_cpu()) return t.detach().clone();
   Tensor out = Tensor::empty(t.shape(), t.dtype());
   out.copy_(t);
   return out;
+}
+
+// A copy on the host (state dicts are host tensors).
+Tensor host_copy_of(const Tensor& t) {
+  if (!t.defined() || t.device().is_cpu()) return copy_of(t);
+  return t.detach().to(Device::cpu());
+}
+
+SgdDeviceStep device_step(const SgdOptions& o, double lr, bool has_buffer) {
+  SgdDeviceStep s;
+  s.lr = lr;
+  s.momentum = o.momentum;
+  s.dampening = o.dampening;
+  s.weight_decay = o.weight_decay;
+  s.nesterov = o.nesterov;
+  s.has_buffer = has_buffer;
+  return s;
 }
 
 }  // namespace
@@ -141,6 +164,27 @@ Tensor Sgd::momentum_buffer(std::size_t i) const {
 }
 
 void Sgd::step() {
+  if (!params_[0].device().is_cpu()) {
+    // Two lists: parameters with a buffer, and those on their first momentum step (whose
+    // buffer is created here and set to the direction by the kernel).
+    OptimDeviceOps& ops = require_device_ops<OptimDeviceOps>("Sgd::step", params_[0]);
+    std::vector<Tensor> p[2], g[2], b[2];  // [has_buffer]
+    for (std::size_t i = 0; i < params_.size(); ++i) {
+      const Tensor grad = contiguous_grad(i);
+      if (!grad.defined()) continue;
+      const bool has_buffer = buffers_[i].defined();
+      if (options_.momentum != 0.0 && !has_buffer)
+        buffers_[i] = Tensor::empty(params_[i].shape(), params_[i].dtype(), params_[i].device());
+      p[has_buffer].push_back(params_[i]);
+      g[has_buffer].push_back(grad);
+      b[has_buffer].push_back(buffers_[i]);
+    }
+    for (const bool has_buffer : {false, true})
+      if (!p[has_buffer].empty())
+        ops.sgd_step(p[has_buffer], g[has_buffer], b[has_buffer],
+                     device_step(options_, lr_, has_buffer));
+    return;
+  }
   for (std::size_t i = 0; i < params_.size(); ++i) {
     const Tensor g = contiguous_grad(i);
     if (!g.defined()) continue;
@@ -172,15 +216,21 @@ Tensor Sgd::lookahead_direction(std::size_t i, const Tensor& grad) const {
             i, params_.size());
   const Tensor& p = params_[i];
   check_defined("Sgd::lookahead_direction", grad);
-  detail::require_cpu("Sgd::lookahead_direction", {&grad});
+  check_same_device("Sgd::lookahead_direction", {&p, &grad});
   MCD_CHECK(grad.shape() == p.shape() && grad.dtype() == p.dtype(),
             "Sgd::lookahead_direction: gradient of shape {} ({}) for parameter {} of shape {} "
             "({})",
             shape_str(grad.shape()), dtype_name(grad.dtype()), i, shape_str(p.shape()),
             dtype_name(p.dtype()));
   const Tensor g = detail::contiguous_data(grad);
-  Tensor out = Tensor::empty(p.shape(), p.dtype());
+  Tensor out = Tensor::empty(p.shape(), p.dtype(), p.device());
   const bool has_buffer = options_.momentum != 0.0 && buffers_[i].defined();
+  if (!p.device().is_cpu()) {
+    require_device_ops<OptimDeviceOps>("Sgd::lookahead_direction", p)
+        .sgd_direction(p, g, has_buffer ? buffers_[i] : Tensor(),
+                       device_step(options_, lr_, has_buffer), out);
+    return out;
+  }
   MCD_DISPATCH_FLOATING(p.dtype(), "Sgd::lookahead_direction", {
     const scalar_t* buf = has_buffer ? buffers_[i].data<scalar_t>() : nullptr;
     const auto c = make_coeffs<scalar_t>(options_, lr_);
@@ -204,7 +254,7 @@ StateDict Sgd::state_dict() const {
   s["nesterov"] = Tensor::from_vector<std::int64_t>({options_.nesterov ? 1 : 0}, Shape{});
   for (std::size_t i = 0; i < params_.size(); ++i)
     if (buffers_[i].defined())
-      s["state." + std::to_string(i) + ".momentum_buffer"] = copy_of(buffers_[i]);
+      s["state." + std::to_string(i) + ".momentum_buffer"] = host_copy_of(buffers_[i]);
   return s;
 }
 

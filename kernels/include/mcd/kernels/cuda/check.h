@@ -22,10 +22,14 @@ namespace mcd::kernels::cuda {
                                    const std::string& what);
 
 inline void check_status(cudaError_t status, const char* call, const char* file, int line) {
-  if (status != cudaSuccess)
+  if (status != cudaSuccess) {
+    // A non-sticky error also stays pending as the runtime's "last error"; clear it, or the
+    // next launch check would report it again under another kernel's name.
+    (void)cudaGetLastError();
     throw_call_error(
         call, file, line,
         std::string(cudaGetErrorName(status)) + " (" + cudaGetErrorString(status) + ")");
+  }
 }
 
 inline void check_status(cublasStatus_t status, const char* call, const char* file, int line) {

@@ -1,0 +1,314 @@
+// Batch normalisation kernels (CPU twin: kernels/cpu/batch_norm.cpp). As on the CPU, every op
+// is built from two primitives: per-channel moments (one block per channel, double sums
+// reduced in shared memory) and a per-channel affine map out = a u + b (x - m) + k (one
+// thread per element). The per-channel coefficients between them are computed by one thread
+// per channel with the CPU's expressions, in double.
+#include <mcd/kernels/cuda/batch_norm.h>
+
+#include <cmath>
+
+#include <mcd/kernels/cuda/caching_allocator.h>
+#include <mcd/kernels/cuda/check.h>
+#include <mcd/kernels/cuda/runtime.h>
+
+namespace mcd::kernels::cuda {
+namespace {
+
+using cpu::BatchNormDims;
+
+constexpr int kMomentThreads = 256;  // a power of two (tree reduction)
+constexpr int kMapThreads = 256;
+
+int map_blocks(std::int64_t n) {
+  return static_cast<int>(std::min<std::int64_t>((n + kMapThreads - 1) / kMapThreads, 65535));
+}
+int channel_blocks(std::int64_t c) {
+  return static_cast<int>((c + kMapThreads - 1) / kMapThreads);
+}
+
+// Per channel c (block c): s1[c] = sum(u - mu_c) and, when x is given,
+// s2[c] = sum((u - mu_c)(x - m_c)); mu may be null (zero shift).
+template <class T>
+__global__ void channel_moments_kernel(BatchNormDims d, const T* u, const double* mu, const T* x,
+                                       const double* m, double* s1, double* s2) {
+  __shared__ double r1[kMomentThreads], r2[kMomentThreads];
+  const std::int64_t c = blockIdx.x, count = d.n * d.s;
+  const double su = mu != nullptr ? mu[c] : 0.0, sx = x != nullptr ? m[c] : 0.0;
+  double a1 = 0.0, a2 = 0.0;
+  for (std::int64_t j = threadIdx.x; j < count; j += blockDim.x) {
+    const std::int64_t at = ((j / d.s) * d.c + c) * d.s + j % d.s;
+    const double du = static_cast<double>(u[at]) - su;
+    a1 += du;
+    if (x != nullptr) a2 += du * (static_cast<double>(x[at]) - sx);
+  }
+  r1[threadIdx.x] = a1;
+  r2[threadIdx.x] = a2;
+  __syncthreads();
+  for (int half = blockDim.x / 2; half > 0; half /= 2) {
+    if (threadIdx.x < half) {
+      r1[threadIdx.x] += r1[threadIdx.x + half];
+      r2[threadIdx.x] += r2[threadIdx.x + half];
+    }
+    __syncthreads();
+  }
+  if (threadIdx.x == 0) {
+    s1[c] = r1[0];
+    if (x != nullptr) s2[c] = r2[0];
+  }
+}
+
+// out = a_c u + b_c (x - m_c) + k_c for every element; u may be null (a is then ignored).
+template <class T>
+__global__ void channel_affine_kernel(BatchNormDims d, const T* u, const double* a, const T* x,
+                                      const double* m, const double* b, const double* k, T* out) {
+  const std::int64_t n = d.n * d.c * d.s;
+  for (std::int64_t i = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x; i < n;
+       i += static_cast<std::int64_t>(gridDim.x) * blockDim.x) {
+    const std::int64_t c = (i / d.s) % d.c;
+    const double centred = b[c] * (static_cast<double>(x[i]) - m[c]);
+    out[i] = u != nullptr ? static_cast<T>(a[c] * static_cast<double>(u[i]) + centred + k[c])
+                          : static_cast<T>(centred + k[c]);
+  }
+}
+
+template <class T>
+__device__ double value_or(const T* p, std::int64_t c, double fallback) {
+  return p != nullptr ? static_cast<double>(p[c]) : fallback;
+}
+
+template <class T>
+__global__ void first_value_kernel(BatchNormDims d, const T* x, double* first) {
+  const std::int64_t c = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x;
+  if (c < d.c) first[c] = static_cast<double>(x[c * d.s]);
+}
+
+// Training forward statistics from the sums about the first value (see the CPU kernel).
+template <class T>
+__global__ void forward_train_coefficients_kernel(BatchNormDims d, const double* first,
+                                                  const double* sum, const double* sq,
+                                                  const T* weight, const T* bias, double eps,
+                                                  double* mean, double* var, double* invstd,
+                                                  double* scale, double* shift) {
+  const std::int64_t c = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x;
+  if (c >= d.c) return;
+  const double count = static_cast<double>(d.n * d.s);
+  const double shifted_mean = sum[c] / count;
+  mean[c] = first[c] + shifted_mean;
+  var[c] = fmax(0.0, sq[c] / count - shifted_mean * shifted_mean);
+  invstd[c] = 1.0 / sqrt(var[c] + eps);
+  scale[c] = value_or(weight, c, 1.0) * invstd[c];
+  shift[c] = value_or(bias, c, 0.0);
+}
+
+template <class T>
+__global__ void forward_eval_coefficients_kernel(BatchNormDims d, const T* weight, const T* bias,
+                                                 const double* invstd, double* scale,
+                                                 double* shift) {
+  const std::int64_t c = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x;
+  if (c >= d.c) return;
+  scale[c] = value_or(weight, c, 1.0) * invstd[c];
+  shift[c] = value_or(bias, c, 0.0);
+}
+
+template <class T>
+__global__ void backward_coefficients_kernel(BatchNormDims d, bool training, const T* weight,
+                                             const double* invstd, const double* sum_dy,
+                                             const double* sum_dy_xc, T* dweight, T* dbias,
+                                             double* a, double* b, double* k) {
+  const std::int64_t c = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x;
+  if (c >= d.c) return;
+  const double count = static_cast<double>(d.n * d.s);
+  if (dweight != nullptr) dweight[c] = static_cast<T>(sum_dy_xc[c] * invstd[c]);
+  if (dbias != nullptr) dbias[c] = static_cast<T>(sum_dy[c]);
+  const double is = invstd[c];
+  a[c] = value_or(weight, c, 1.0) * is;
+  b[c] = 0.0;
+  k[c] = 0.0;
+  if (training) {
+    b[c] = -a[c] * is * (sum_dy_xc[c] * is) / count;
+    k[c] = -a[c] * sum_dy[c] / count;
+  }
+}
+
+template <class T>
+__global__ void jvp_coefficients_kernel(BatchNormDims d, bool training, bool has_x_t,
+                                        const T* weight, const T* weight_t, const T* bias_t,
+                                        const double* invstd, const double* sum_x_t,
+                                        const double* cross, double* a, double* b, double* k) {
+  const std::int64_t c = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x;
+  if (c >= d.c) return;
+  const double count = static_cast<double>(d.n * d.s);
+  const double is = invstd[c], w = value_or(weight, c, 1.0);
+  a[c] = 0.0;
+  b[c] = value_or(weight_t, c, 0.0) * is;
+  k[c] = value_or(bias_t, c, 0.0);
+  if (!has_x_t) return;
+  a[c] = w * is;
+  if (training) {
+    const double mt = sum_x_t[c] / count;
+    const double c2 = is * cross[c] / count;  // mean(xhat * (x_t - mean(x_t)))
+    b[c] -= w * is * is * c2;
+    k[c] -= w * is * mt;
+  }
+}
+
+template <class R>
+__global__ void eval_stats_kernel(std::int64_t channels, const R* rm, std::int64_t ms, const R* rv,
+                                  std::int64_t vs, double eps, double* mean, double* invstd) {
+  const std::int64_t c = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x;
+  if (c >= channels) return;
+  mean[c] = static_cast<double>(rm[c * ms]);
+  invstd[c] = 1.0 / sqrt(static_cast<double>(rv[c * vs]) + eps);
+}
+
+template <class R>
+__global__ void update_running_kernel(std::int64_t channels, R* rm, std::int64_t ms, R* rv,
+                                      std::int64_t vs, const double* mean, const double* var,
+                                      double unbias, double momentum) {
+  const std::int64_t c = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x;
+  if (c >= channels) return;
+  rm[c * ms] =
+      static_cast<R>((1.0 - momentum) * static_cast<double>(rm[c * ms]) + momentum * mean[c]);
+  rv[c * vs] = static_cast<R>((1.0 - momentum) * static_cast<double>(rv[c * vs]) +
+                              momentum * var[c] * unbias);
+}
+
+// Per-call scratch of `arrays` double arrays of C entries on the current device.
+class Scratch {
+ public:
+  Scratch(std::int64_t c, int arrays, cudaStream_t stream)
+      : c_(c),
+        buffer_(current_device(), static_cast<std::size_t>(c * arrays) * sizeof(double), stream) {}
+  double* operator[](int i) const { return buffer_.as<double>() + i * c_; }
+
+ private:
+  std::int64_t c_;
+  DeviceBuffer buffer_;
+};
+
+template <class T>
+void launch_moments(const BatchNormDims& d, const T* u, const double* mu, const T* x,
+                    const double* m, double* s1, double* s2, cudaStream_t stream) {
+  channel_moments_kernel<T>
+      <<<static_cast<unsigned>(d.c), kMomentThreads, 0, stream>>>(d, u, mu, x, m, s1, s2);
+  MCD_CUDA_CHECK_LAUNCH("channel_moments_kernel");
+}
+
+template <class T>
+void launch_affine(const BatchNormDims& d, const T* u, const double* a, const T* x, const double* m,
+                   const double* b, const double* k, T* out, cudaStream_t stream) {
+  const std::int64_t n = d.n * d.c * d.s;
+  if (n == 0) return;
+  channel_affine_kernel<T><<<map_blocks(n), kMapThreads, 0, stream>>>(d, u, a, x, m, b, k, out);
+  MCD_CUDA_CHECK_LAUNCH("channel_affine_kernel");
+}
+
+}  // namespace
+
+template <class T>
+void batch_norm_forward_train_cuda(const BatchNormDims& d, const T* x, const T* weight,
+                                   const T* bias, double eps, T* y, double* mean, double* var,
+                                   double* invstd, cudaStream_t stream) {
+  if (d.c == 0) return;
+  MCD_CUDA_REQUIRE(d.n * d.s > 0, "batch_norm_forward_train_cuda: no values per channel");
+  Scratch w(d.c, 5, stream);  // first, sum, sq, scale, shift
+  first_value_kernel<T><<<channel_blocks(d.c), kMapThreads, 0, stream>>>(d, x, w[0]);
+  MCD_CUDA_CHECK_LAUNCH("first_value_kernel");
+  launch_moments<T>(d, x, w[0], x, w[0], w[1], w[2], stream);
+  forward_train_coefficients_kernel<T><<<channel_blocks(d.c), kMapThreads, 0, stream>>>(
+      d, w[0], w[1], w[2], weight, bias, eps, mean, var, invstd, w[3], w[4]);
+  MCD_CUDA_CHECK_LAUNCH("forward_train_coefficients_kernel");
+  launch_affine<T>(d, nullptr, w[3], x, mean, w[3], w[4], y, stream);
+}
+
+template <class T>
+void batch_norm_forward_eval_cuda(const BatchNormDims& d, const T* x, const T* weight,
+                                  const T* bias, const double* mean, const double* invstd, T* y,
+                                  cudaStream_t stream) {
+  if (d.c == 0) return;
+  Scratch w(d.c, 2, stream);  // scale, shift
+  forward_eval_coefficients_kernel<T>
+      <<<channel_blocks(d.c), kMapThreads, 0, stream>>>(d, weight, bias, invstd, w[0], w[1]);
+  MCD_CUDA_CHECK_LAUNCH("forward_eval_coefficients_kernel");
+  launch_affine<T>(d, nullptr, w[0], x, mean, w[0], w[1], y, stream);
+}
+
+template <class T>
+void batch_norm_backward_cuda(const BatchNormDims& d, bool training, const T* dy, const T* x,
+                              const T* weight, const double* mean, const double* invstd, T* dx,
+                              T* dweight, T* dbias, cudaStream_t stream) {
+  if (d.c == 0) return;
+  Scratch w(d.c, 5, stream);  // sum_dy, sum_dy_xc, a, b, k
+  if (training || dweight != nullptr || dbias != nullptr) {
+    launch_moments<T>(d, dy, nullptr, x, mean, w[0], w[1], stream);
+  } else {
+    MCD_CUDA_CHECK(cudaMemsetAsync(w[0], 0, 2 * d.c * sizeof(double), stream));
+  }
+  backward_coefficients_kernel<T><<<channel_blocks(d.c), kMapThreads, 0, stream>>>(
+      d, training, weight, invstd, w[0], w[1], dweight, dbias, w[2], w[3], w[4]);
+  MCD_CUDA_CHECK_LAUNCH("backward_coefficients_kernel");
+  if (dx != nullptr) launch_affine<T>(d, dy, w[2], x, mean, w[3], w[4], dx, stream);
+}
+
+template <class T>
+void batch_norm_jvp_cuda(const BatchNormDims& d, bool training, const T* x, const T* x_t,
+                         const T* weight, const T* weight_t, const T* bias_t, const double* mean,
+                         const double* invstd, T* y_t, cudaStream_t stream) {
+  if (d.c == 0) return;
+  Scratch w(d.c, 5, stream);  // sum(x_t), cross, a, b, k
+  if (training && x_t != nullptr)
+    launch_moments<T>(d, x_t, nullptr, x, mean, w[0], w[1], stream);
+  else
+    MCD_CUDA_CHECK(cudaMemsetAsync(w[0], 0, 2 * d.c * sizeof(double), stream));
+  jvp_coefficients_kernel<T><<<channel_blocks(d.c), kMapThreads, 0, stream>>>(
+      d, training, x_t != nullptr, weight, weight_t, bias_t, invstd, w[0], w[1], w[2], w[3], w[4]);
+  MCD_CUDA_CHECK_LAUNCH("jvp_coefficients_kernel");
+  launch_affine<T>(d, x_t, w[2], x, mean, w[3], w[4], y_t, stream);
+}
+
+template <class R>
+void batch_norm_eval_stats_cuda(std::int64_t c, const R* running_mean, std::int64_t mean_stride,
+                                const R* running_var, std::int64_t var_stride, double eps,
+                                double* mean, double* invstd, cudaStream_t stream) {
+  if (c == 0) return;
+  eval_stats_kernel<R><<<channel_blocks(c), kMapThreads, 0, stream>>>(
+      c, running_mean, mean_stride, running_var, var_stride, eps, mean, invstd);
+  MCD_CUDA_CHECK_LAUNCH("eval_stats_kernel");
+}
+
+template <class R>
+void batch_norm_update_running_cuda(std::int64_t c, R* running_mean, std::int64_t mean_stride,
+                                    R* running_var, std::int64_t var_stride, const double* mean,
+                                    const double* var, std::int64_t count, double momentum,
+                                    cudaStream_t stream) {
+  if (c == 0) return;
+  const double unbias = static_cast<double>(count) / static_cast<double>(count - 1);
+  update_running_kernel<R><<<channel_blocks(c), kMapThreads, 0, stream>>>(
+      c, running_mean, mean_stride, running_var, var_stride, mean, var, unbias, momentum);
+  MCD_CUDA_CHECK_LAUNCH("update_running_kernel");
+}
+
+#define MCD_INSTANTIATE_BATCH_NORM_CUDA(T)                                                        \
+  template void batch_norm_forward_train_cuda<T>(const BatchNormDims&, const T*, const T*,        \
+                                                 const T*, double, T*, double*, double*, double*, \
+                                                 cudaStream_t);                                   \
+  template void batch_norm_forward_eval_cuda<T>(const BatchNormDims&, const T*, const T*,         \
+                                                const T*, const double*, const double*, T*,       \
+                                                cudaStream_t);                                    \
+  template void batch_norm_backward_cuda<T>(const BatchNormDims&, bool, const T*, const T*,       \
+                                            const T*, const double*, const double*, T*, T*, T*,   \
+                                            cudaStream_t);                                        \
+  template void batch_norm_jvp_cuda<T>(const BatchNormDims&, bool, const T*, const T*, const T*,  \
+                                       const T*, const T*, const double*, const double*, T*,      \
+                                       cudaStream_t);                                             \
+  template void batch_norm_eval_stats_cuda<T>(std::int64_t, const T*, std::int64_t, const T*,     \
+                                              std::int64_t, double, double*, double*,             \
+                                              cudaStream_t);                                      \
+  template void batch_norm_update_running_cuda<T>(std::int64_t, T*, std::int64_t, T*,             \
+                                                  std::int64_t, const double*, const double*,     \
+                                                  std::int64_t, double, cudaStream_t);
+MCD_INSTANTIATE_BATCH_NORM_CUDA(float)
+MCD_INSTANTIATE_BATCH_NORM_CUDA(double)
+#undef MCD_INSTANTIATE_BATCH_NORM_CUDA
+
+}  // namespace mcd::kernels::cuda

@@ -1,0 +1,135 @@
+// The CUDA OptimDeviceOps table (engine/device_ops/nn.h): the multi-tensor SGD and Adam steps
+// (multi_tensor_optim.h) over one list built per step (gradients are new tensors every step),
+// and the SGD lookahead direction (sgd_direction.h).
+#include <mcd/engine/device_ops.h>
+#include <mcd/engine/device_ops/nn.h>
+#include <mcd/kernels/cuda/backend.h>
+#include <mcd/kernels/cuda/multi_tensor_optim.h>
+#include <mcd/kernels/cuda/sgd_direction.h>
+
+#include "ops_nn_tables.h"
+
+namespace mcd::kernels::cuda {
+namespace {
+
+SgdStepArgs sgd_args(const SgdDeviceStep& s) {
+  SgdStepArgs a;
+  a.lr = s.lr;
+  a.momentum = s.momentum;
+  a.dampening = s.dampening;
+  a.weight_decay = s.weight_decay;
+  a.nesterov = s.nesterov;
+  a.has_buffer = s.has_buffer;
+  return a;
+}
+
+void* raw(const Tensor& t) {
+  return t.defined() ? const_cast<void*>(t.raw_data()) : nullptr;
+}
+
+// Checks one list entry: same device and dtype as the first parameter, contiguous, same size.
+void check_entry(const char* op, const Tensor& first, const Tensor& p, const Tensor& t) {
+  if (!t.defined()) return;
+  MCD_CHECK(t.device() == first.device() && t.dtype() == first.dtype() && t.is_contiguous() &&
+                t.numel() == p.numel(),
+            "{}: a state or gradient tensor ({} {} on {}) does not match its parameter ({} {} on "
+            "{}) or is not contiguous",
+            op, dtype_name(t.dtype()), shape_str(t.shape()), t.device().str(),
+            dtype_name(p.dtype()), shape_str(p.shape()), p.device().str());
+}
+
+// The list of (slot 0, slot 1, ...) tensors per parameter, on the first parameter's stream.
+template <class Launch>
+void run_list(const char* op, const std::vector<std::vector<Tensor>>& slots, Launch&& launch) {
+  if (slots.empty() || slots[0].empty()) return;
+  const Tensor& first = slots[0][0];
+  const int device = first.device().index;
+  DeviceGuard guard(device);
+  const Stream& stream = current_stream(device);
+  std::vector<TensorSlots> list;
+  for (std::size_t i = 0; i < slots[0].size(); ++i) {
+    TensorSlots s;
+    s.numel = slots[0][i].numel();
+    for (std::size_t k = 0; k < slots.size(); ++k) {
+      check_entry(op, first, slots[0][i], slots[k][i]);
+      s.ptr[k] = raw(slots[k][i]);
+    }
+    list.push_back(s);
+  }
+  const MultiTensorList table(list, stream);
+  if (first.dtype() == DType::Float32)
+    launch(float{}, table, stream.get());
+  else if (first.dtype() == DType::Float64)
+    launch(double{}, table, stream.get());
+  else
+    fail("{}: expected float32 or float64 parameters, got {}", op, dtype_name(first.dtype()));
+}
+
+void check_sizes(const char* op, std::size_t n, std::initializer_list<std::size_t> others) {
+  for (std::size_t m : others)
+    MCD_CHECK(m == n, "{}: lists of {} parameters and {} state tensors", op, n, m);
+}
+
+class CudaOptimOps final : public OptimDeviceOps {
+ public:
+  void sgd_step(const std::vector<Tensor>& params, const std::vector<Tensor>& grads,
+                const std::vector<Tensor>& buffers, const SgdDeviceStep& step) override {
+    check_sizes("Sgd::step", params.size(), {grads.size(), buffers.size()});
+    const SgdStepArgs args = sgd_args(step);
+    run_list("Sgd::step", {params, grads, buffers},
+             [&](auto tag, const MultiTensorList& list, cudaStream_t s) {
+               sgd_step_cuda<decltype(tag)>(list, args, s);
+             });
+  }
+
+  void sgd_direction(const Tensor& param, const Tensor& grad, const Tensor& buffer,
+                     const SgdDeviceStep& step, Tensor& out) override {
+    const char* op = "Sgd::lookahead_direction";
+    for (const Tensor* t : std::initializer_list<const Tensor*>{&grad, &buffer, &out})
+      check_entry(op, param, param, *t);
+    MCD_CHECK(param.is_contiguous(), "{}: parameter of shape {} is not contiguous", op,
+              shape_str(param.shape()));
+    const int device = param.device().index;
+    DeviceGuard guard(device);
+    const cudaStream_t s = current_stream(device).get();
+    const SgdStepArgs args = sgd_args(step);
+    if (param.dtype() == DType::Float32)
+      sgd_direction_cuda<float>(param.numel(), param.data<float>(), grad.data<float>(),
+                                buffer.defined() ? buffer.data<float>() : nullptr, args,
+                                out.data<float>(), s);
+    else if (param.dtype() == DType::Float64)
+      sgd_direction_cuda<double>(param.numel(), param.data<double>(), grad.data<double>(),
+                                 buffer.defined() ? buffer.data<double>() : nullptr, args,
+                                 out.data<double>(), s);
+    else
+      fail("{}: expected a float32 or float64 parameter, got {}", op, dtype_name(param.dtype()));
+  }
+
+  void adam_step(const std::vector<Tensor>& params, const std::vector<Tensor>& grads,
+                 const std::vector<Tensor>& exp_avg, const std::vector<Tensor>& exp_avg_sq,
+                 const AdamDeviceStep& step) override {
+    const char* op = step.decoupled ? "AdamW::step" : "Adam::step";
+    check_sizes(op, params.size(), {grads.size(), exp_avg.size(), exp_avg_sq.size()});
+    AdamStepArgs args;
+    args.lr = step.lr;
+    args.beta1 = step.beta1;
+    args.beta2 = step.beta2;
+    args.eps = step.eps;
+    args.weight_decay = step.weight_decay;
+    args.decoupled = step.decoupled;
+    args.step = step.step;
+    run_list(op, {params, grads, exp_avg, exp_avg_sq},
+             [&](auto tag, const MultiTensorList& list, cudaStream_t s) {
+               adam_step_cuda<decltype(tag)>(list, args, s);
+             });
+  }
+};
+
+}  // namespace
+
+void register_cuda_optim_ops() {
+  static CudaOptimOps table;
+  register_device_ops<OptimDeviceOps>(DeviceType::CUDA, &table);
+}
+
+}  // namespace mcd::kernels::cuda

@@ -131,13 +131,17 @@ LossInputs prepare(const char* op, const std::vector<Tensor>& student_logits,
             shape_str(z0.shape()), describe(labels));
   check_device(op, "labels", labels, z0.device());
   in.labels = dense(labels);
-  // Checked on the host (B values): the kernels would only turn a bad label into a NaN.
-  const Tensor host_labels = in.labels.device().is_cpu() ? in.labels : in.labels.to(Device::cpu());
-  const std::int64_t* y = host_labels.data<std::int64_t>();
-  for (std::int64_t i = 0; i < in.b; ++i)
-    MCD_CHECK(y[i] >= 0 && y[i] < in.v,
-              "{}: label {} of row {} is out of range [0, {}) for student logits {}", op, y[i], i,
-              in.v, shape_str(z0.shape()));
+  // Value checks read the tensors, so they run where that is free: on the host. On a device
+  // they would cost a synchronisation per call; there a bad label gives NaN in its row (as
+  // cross_entropy does on a device), and the trainer's labels come checked from the loader.
+  const bool on_host = z0.device().is_cpu();
+  if (on_host) {
+    const std::int64_t* y = in.labels.data<std::int64_t>();
+    for (std::int64_t i = 0; i < in.b; ++i)
+      MCD_CHECK(y[i] >= 0 && y[i] < in.v,
+                "{}: label {} of row {} is out of range [0, {}) for student logits {}", op, y[i],
+                i, in.v, shape_str(z0.shape()));
+  }
 
   for (const auto& [what, t] : {std::pair<const char*, const Tensor&>{"alpha", alpha},
                                 std::pair<const char*, const Tensor&>{"beta", beta}}) {
@@ -149,7 +153,7 @@ LossInputs prepare(const char* op, const std::vector<Tensor>& student_logits,
   }
   in.alpha = dense(alpha);
   in.beta = dense(beta);
-  if (!in.teacher) {
+  if (!in.teacher && on_host) {
     const std::vector<double> bv = in.beta.to_doubles();
     for (std::size_t j = 0; j < bv.size(); ++j)
       MCD_CHECK(bv[j] == 0.0,

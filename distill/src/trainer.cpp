@@ -8,6 +8,7 @@
 #include <mcd/engine/autograd.h>
 #include <mcd/engine/generator.h>
 #include <mcd/engine/ops/reduce.h>
+#include <mcd/engine/ops/shape_ops.h>
 
 namespace mcd::distill {
 
@@ -251,23 +252,43 @@ void Trainer::step(const data::Batch& batch) {
     detached_logits.push_back(z.detach());
   const FusedLossOutput out = fused_distill_loss(detached_logits, teacher, lb.labels, alpha, beta);
 
+  // Every student's backward and step first; the meters' values come back in two copies at
+  // the end, so a device runs the whole step without waiting for the host in between.
   const std::int64_t B = batch.labels.numel();
-  const auto loss = out.loss.to_doubles();
-  const auto ce = out.ce.to_doubles(), kl = out.kl.to_doubles();
-  const auto a = alpha.to_doubles(), b = beta.to_doubles();
-  const auto* y = batch.labels.data<std::int64_t>();
+  std::vector<Tensor> predictions;
   for (std::size_t k = 0; k < students_.size(); ++k) {
     Student& s = students_[k];
     const auto ki = static_cast<std::int64_t>(k);
     s.optimizer->zero_grad();
     backward({logits[k]}, {out.grad_logits.slice(0, ki, ki + 1).squeeze(0)});
     s.optimizer->step();
-
-    Meters& m = s.meters;
-    const Tensor pred = argmax(detached_logits[k], 1).to(Device::cpu());
-    const auto* p = pred.data<std::int64_t>();
+    predictions.push_back(argmax(detached_logits[k], 1));
+  }
+  std::vector<double> values;
+  std::vector<std::int64_t> predicted;
+  {
+    NoGradGuard no_grad;
+    const Tensor all = concat({out.loss.reshape({-1}), out.ce.reshape({-1}), out.kl.reshape({-1}),
+                               alpha.reshape({-1}), beta.reshape({-1})},
+                              0);
+    values = all.to_doubles();
+    const Tensor pred = concat(predictions, 0).to(Device::cpu());
+    predicted.assign(pred.data<std::int64_t>(), pred.data<std::int64_t>() + pred.numel());
+  }
+  const auto K = static_cast<std::size_t>(students_.size());
+  const auto nb = static_cast<std::size_t>(B);
+  const double* loss = values.data();
+  const double* ce = loss + K;
+  const double* kl = ce + K * nb;
+  const double* a = kl + K * nb;
+  const double* b = a + K * nb;
+  const Tensor host_labels = batch.labels.to(Device::cpu());
+  const auto* y = host_labels.data<std::int64_t>();
+  for (std::size_t k = 0; k < K; ++k) {
+    Meters& m = students_[k].meters;
+    const std::int64_t* p = predicted.data() + k * nb;
     for (std::int64_t i = 0; i < B; ++i) {
-      const std::size_t at = k * static_cast<std::size_t>(B) + static_cast<std::size_t>(i);
+      const std::size_t at = k * nb + static_cast<std::size_t>(i);
       m.correct += p[i] == y[i];
       m.ce += ce[at];
       m.kl += kl[at];

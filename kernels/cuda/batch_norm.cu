@@ -5,7 +5,10 @@
 // per channel with the CPU's expressions, in double.
 #include <mcd/kernels/cuda/batch_norm.h>
 
+#include <algorithm>
 #include <cmath>
+#include <cstdint>
+#include <string>
 
 #include <mcd/kernels/cuda/caching_allocator.h>
 #include <mcd/kernels/cuda/check.h>
@@ -26,17 +29,28 @@ int channel_blocks(std::int64_t c) {
   return static_cast<int>((c + kMapThreads - 1) / kMapThreads);
 }
 
-// Per channel c (block c): s1[c] = sum(u - mu_c) and, when x is given,
-// s2[c] = sum((u - mu_c)(x - m_c)); mu may be null (zero shift).
+// Per-channel moments in two deterministic passes. Pass 1: block (p, c) sums the values of
+// channel c in images [n0, n1) (its share p of the batch), so every channel gets several
+// blocks however few channels there are, and threads walk each image's contiguous plane:
+//   s1 = sum(u - mu_c),  s2 = sum((u - mu_c)(x - m_c))   (mu may be null: zero shift)
+// Pass 2: thread c adds its channel's P partial sums in a fixed order, so results do not
+// depend on scheduling.
 template <class T>
-__global__ void channel_moments_kernel(BatchNormDims d, const T* u, const double* mu, const T* x,
-                                       const double* m, double* s1, double* s2) {
+__global__ void channel_moments_partial_kernel(BatchNormDims d, int parts, const T* u,
+                                               const double* mu, const T* x, const double* m,
+                                               double* p1, double* p2) {
   __shared__ double r1[kMomentThreads], r2[kMomentThreads];
-  const std::int64_t c = blockIdx.x, count = d.n * d.s;
+  const std::int64_t c = blockIdx.y, part = blockIdx.x;
+  const std::int64_t n0 = d.n * part / parts, n1 = d.n * (part + 1) / parts;
   const double su = mu != nullptr ? mu[c] : 0.0, sx = x != nullptr ? m[c] : 0.0;
+  // 32-bit index arithmetic inside the share: (n1 - n0) * s stays far below 2^32 for any
+  // batch that fits in memory (checked by the launcher).
+  const auto plane = static_cast<unsigned>(d.s);
+  const auto count = static_cast<unsigned>((n1 - n0) * d.s);
   double a1 = 0.0, a2 = 0.0;
-  for (std::int64_t j = threadIdx.x; j < count; j += blockDim.x) {
-    const std::int64_t at = ((j / d.s) * d.c + c) * d.s + j % d.s;
+  for (unsigned j = threadIdx.x; j < count; j += blockDim.x) {
+    const unsigned img = j / plane;
+    const std::int64_t at = ((n0 + img) * d.c + c) * d.s + (j - img * plane);
     const double du = static_cast<double>(u[at]) - su;
     a1 += du;
     if (x != nullptr) a2 += du * (static_cast<double>(x[at]) - sx);
@@ -52,19 +66,36 @@ __global__ void channel_moments_kernel(BatchNormDims d, const T* u, const double
     __syncthreads();
   }
   if (threadIdx.x == 0) {
-    s1[c] = r1[0];
-    if (x != nullptr) s2[c] = r2[0];
+    p1[c * parts + part] = r1[0];
+    p2[c * parts + part] = r2[0];
   }
 }
 
+__global__ void channel_moments_finish_kernel(std::int64_t channels, int parts, bool second,
+                                              const double* p1, const double* p2, double* s1,
+                                              double* s2) {
+  const std::int64_t c = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x;
+  if (c >= channels) return;
+  double a1 = 0.0, a2 = 0.0;
+  for (int q = 0; q < parts; ++q) {
+    a1 += p1[c * parts + q];
+    a2 += p2[c * parts + q];
+  }
+  s1[c] = a1;
+  if (second) s2[c] = a2;
+}
+
 // out = a_c u + b_c (x - m_c) + k_c for every element; u may be null (a is then ignored).
-template <class T>
+// Index is the element index type: 32-bit when the tensor allows, since 64-bit division is
+// many times slower on the GPU.
+template <class T, class Index>
 __global__ void channel_affine_kernel(BatchNormDims d, const T* u, const double* a, const T* x,
                                       const double* m, const double* b, const double* k, T* out) {
-  const std::int64_t n = d.n * d.c * d.s;
-  for (std::int64_t i = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x; i < n;
-       i += static_cast<std::int64_t>(gridDim.x) * blockDim.x) {
-    const std::int64_t c = (i / d.s) % d.c;
+  const auto n = static_cast<Index>(d.n * d.c * d.s);
+  const auto plane = static_cast<Index>(d.s), channels = static_cast<Index>(d.c);
+  for (Index i = blockIdx.x * static_cast<Index>(blockDim.x) + threadIdx.x; i < n;
+       i += static_cast<Index>(gridDim.x) * blockDim.x) {
+    const Index c = (i / plane) % channels;
     const double centred = b[c] * (static_cast<double>(x[i]) - m[c]);
     out[i] = u != nullptr ? static_cast<T>(a[c] * static_cast<double>(u[i]) + centred + k[c])
                           : static_cast<T>(centred + k[c]);
@@ -189,9 +220,27 @@ class Scratch {
 template <class T>
 void launch_moments(const BatchNormDims& d, const T* u, const double* mu, const T* x,
                     const double* m, double* s1, double* s2, cudaStream_t stream) {
-  channel_moments_kernel<T>
-      <<<static_cast<unsigned>(d.c), kMomentThreads, 0, stream>>>(d, u, mu, x, m, s1, s2);
-  MCD_CUDA_CHECK_LAUNCH("channel_moments_kernel");
+  // About 1024 blocks in all: enough to fill the GPU for a handful of channels, while each
+  // block still sums a whole image plane or more.
+  constexpr std::int64_t kTargetBlocks = 1024;
+  const auto parts = static_cast<int>(std::max<std::int64_t>(
+      1, std::min<std::int64_t>(d.n, (kTargetBlocks + d.c - 1) / d.c)));
+  MCD_CUDA_REQUIRE((d.n / parts + 1) * d.s < (std::int64_t{1} << 32),
+                   "batch norm: an image share of " + std::to_string((d.n / parts + 1) * d.s) +
+                       " values per channel is too large");
+  MCD_CUDA_REQUIRE(d.c <= 65535, "batch norm: " + std::to_string(d.c) +
+                                     " channels exceed the grid's second dimension");
+  DeviceBuffer partial(current_device(),
+                       static_cast<std::size_t>(2 * d.c * parts) * sizeof(double), stream);
+  double* p1 = partial.as<double>();
+  double* p2 = p1 + d.c * parts;
+  channel_moments_partial_kernel<T>
+      <<<dim3(static_cast<unsigned>(parts), static_cast<unsigned>(d.c)), kMomentThreads, 0,
+         stream>>>(d, parts, u, mu, x, m, p1, p2);
+  MCD_CUDA_CHECK_LAUNCH("channel_moments_partial_kernel");
+  channel_moments_finish_kernel<<<channel_blocks(d.c), kMapThreads, 0, stream>>>(
+      d.c, parts, x != nullptr, p1, p2, s1, s2);
+  MCD_CUDA_CHECK_LAUNCH("channel_moments_finish_kernel");
 }
 
 template <class T>
@@ -199,7 +248,12 @@ void launch_affine(const BatchNormDims& d, const T* u, const double* a, const T*
                    const double* b, const double* k, T* out, cudaStream_t stream) {
   const std::int64_t n = d.n * d.c * d.s;
   if (n == 0) return;
-  channel_affine_kernel<T><<<map_blocks(n), kMapThreads, 0, stream>>>(d, u, a, x, m, b, k, out);
+  if (n < (std::int64_t{1} << 31) - static_cast<std::int64_t>(map_blocks(n)) * kMapThreads)
+    channel_affine_kernel<T, std::uint32_t>
+        <<<map_blocks(n), kMapThreads, 0, stream>>>(d, u, a, x, m, b, k, out);
+  else
+    channel_affine_kernel<T, std::int64_t>
+        <<<map_blocks(n), kMapThreads, 0, stream>>>(d, u, a, x, m, b, k, out);
   MCD_CUDA_CHECK_LAUNCH("channel_affine_kernel");
 }
 

@@ -1,8 +1,11 @@
-// conv2d on cuDNN's convolution API (CPU twin: kernels/cpu/conv2d.cpp). Algorithms come from
-// cuDNN's heuristics (no timing runs, so choosing costs no device memory or time) and are
-// cached per (geometry, dtype, direction, TF32 setting), like cudnn.benchmark without the
-// benchmark. FFT and Winograd algorithms are never used: they round differently from a
-// direct sum, and the CPU parity tests hold the result to float32 rounding of direct sums.
+// conv2d on cuDNN's convolution API (CPU twin: kernels/cpu/conv2d.cpp). Algorithms are chosen
+// once per (geometry, dtype, direction, TF32 and determinism settings) and cached: by timing
+// every candidate on the device (cudnnFind*, as PyTorch's cudnn.benchmark), or, with
+// set_conv_deterministic(true), from cuDNN's heuristics with deterministic algorithms first.
+// Timing matters: for the small-channel weight gradients of the students, the heuristics'
+// first deterministic choice measured about ten times slower than the fastest algorithm.
+// FFT and Winograd algorithms are never used: they round differently from a direct sum, and
+// the CPU parity tests hold the result to float32 rounding of direct sums.
 #include <mcd/kernels/cuda/conv2d.h>
 
 #include <array>
@@ -117,7 +120,7 @@ Key make_key(const Conv2dGeometry& g, cudnnDataType_t type, Direction dir) {
           g.out_w,
           static_cast<std::int64_t>(type),
           static_cast<std::int64_t>(dir),
-          allow_tf32() ? 1 : 0};
+          (allow_tf32() ? 1 : 0) + (conv_deterministic() ? 2 : 0)};
 }
 
 bool is_tensor_op(cudnnMathType_t m) {
@@ -181,6 +184,31 @@ std::vector<Candidate> collect(int count, Query&& query) {
   return out;
 }
 
+// Every algorithm timed on the device, fastest first (cuDNN allocates its own scratch memory
+// and synchronises: once per shape).
+std::vector<Candidate> timed_candidates(cudnnHandle_t h, const Descriptors& d, Direction dir) {
+  switch (dir) {
+    case Direction::Forward:
+      return collect<cudnnConvolutionFwdAlgoPerf_t>(
+          CUDNN_CONVOLUTION_FWD_ALGO_COUNT, [&](int n, int* r, cudnnConvolutionFwdAlgoPerf_t* p) {
+            return cudnnFindConvolutionForwardAlgorithm(h, d.x, d.w, d.conv, d.y, n, r, p);
+          });
+    case Direction::BackwardData:
+      return collect<cudnnConvolutionBwdDataAlgoPerf_t>(
+          CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT,
+          [&](int n, int* r, cudnnConvolutionBwdDataAlgoPerf_t* p) {
+            return cudnnFindConvolutionBackwardDataAlgorithm(h, d.w, d.y, d.conv, d.x, n, r, p);
+          });
+    case Direction::BackwardFilter:
+      return collect<cudnnConvolutionBwdFilterAlgoPerf_t>(
+          CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT,
+          [&](int n, int* r, cudnnConvolutionBwdFilterAlgoPerf_t* p) {
+            return cudnnFindConvolutionBackwardFilterAlgorithm(h, d.x, d.y, d.conv, d.w, n, r, p);
+          });
+  }
+  return {};
+}
+
 std::vector<Candidate> candidates(cudnnHandle_t h, const Descriptors& d, Direction dir) {
   switch (dir) {
     case Direction::Forward:
@@ -223,8 +251,10 @@ Choice choose(cudnnHandle_t h, const Conv2dGeometry& g, Descriptors& d, Directio
   const cudnnMathType_t base = base_math<T>();
   const bool fma_only = base == CUDNN_FMA_MATH;
   MCD_CUDA_CHECK(cudnnSetConvolutionMathType(d.conv, base));
-  const std::vector<Candidate> found = candidates(h, d, dir);
-  for (const bool deterministic_only : {true, false})
+  const bool deterministic = conv_deterministic();
+  const std::vector<Candidate> found =
+      deterministic ? candidates(h, d, dir) : timed_candidates(h, d, dir);
+  for (const bool deterministic_only : {deterministic, false})
     for (const Candidate& c : found) {
       if (c.status != CUDNN_STATUS_SUCCESS || excluded(dir, c.algo)) continue;
       if (deterministic_only && c.determinism != CUDNN_DETERMINISTIC) continue;

@@ -17,6 +17,7 @@ namespace {
 using Key = std::pair<int, cudaStream_t>;
 
 std::atomic<bool> g_allow_tf32{false};
+std::atomic<bool> g_conv_deterministic{false};
 
 template <class Handle, class Create>
 Handle lookup(std::map<Key, Handle>& cache, std::mutex& mutex, int device, cudaStream_t stream,
@@ -64,6 +65,14 @@ void set_allow_tf32(bool allow) {
 
 bool allow_tf32() {
   return g_allow_tf32.load();
+}
+
+void set_conv_deterministic(bool deterministic) {
+  g_conv_deterministic.store(deterministic);
+}
+
+bool conv_deterministic() {
+  return g_conv_deterministic.load();
 }
 
 }  // namespace mcd::kernels::cuda

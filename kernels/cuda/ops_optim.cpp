@@ -1,6 +1,10 @@
 // The CUDA OptimDeviceOps table (engine/device_ops/nn.h): the multi-tensor SGD and Adam steps
-// (multi_tensor_optim.h) over one list built per step (gradients are new tensors every step),
-// and the SGD lookahead direction (sgd_direction.h).
+// (multi_tensor_optim.h) over a list of every parameter's tensors (uploaded once per distinct
+// list of pointers, see cached_list), and the SGD lookahead direction (sgd_direction.h).
+#include <list>
+#include <memory>
+#include <mutex>
+
 #include <mcd/engine/device_ops.h>
 #include <mcd/engine/device_ops/nn.h>
 #include <mcd/kernels/cuda/backend.h>
@@ -38,6 +42,41 @@ void check_entry(const char* op, const Tensor& first, const Tensor& p, const Ten
             dtype_name(p.dtype()), shape_str(p.shape()), p.device().str());
 }
 
+bool same_slots(const std::vector<TensorSlots>& a, const std::vector<TensorSlots>& b) {
+  if (a.size() != b.size()) return false;
+  for (std::size_t i = 0; i < a.size(); ++i) {
+    if (a[i].numel != b[i].numel) return false;
+    for (int k = 0; k < 4; ++k)
+      if (a[i].ptr[k] != b[i].ptr[k]) return false;
+  }
+  return true;
+}
+
+// Uploading a list waits for the copy, which would stall the device once per step. In a
+// training loop the caching allocator hands each step's gradients the blocks of the step
+// before, so the same pointer lists come back: the last few uploaded lists are kept per
+// stream and reused when their contents match exactly (a table holds nothing but those
+// pointers and sizes, so equal contents mean an equal table).
+const MultiTensorList& cached_list(const std::vector<TensorSlots>& slots, const Stream& stream) {
+  struct Entry {
+    cudaStream_t stream;
+    std::vector<TensorSlots> slots;
+    std::unique_ptr<MultiTensorList> list;
+  };
+  constexpr std::size_t kEntries = 32;  // several models' optimizers, each with its own list
+  static std::mutex mutex;
+  static auto* entries = new std::list<Entry>();  // never destroyed: see DeviceAllocator
+  std::lock_guard<std::mutex> lock(mutex);
+  for (auto it = entries->begin(); it != entries->end(); ++it)
+    if (it->stream == stream.get() && same_slots(it->slots, slots)) {
+      entries->splice(entries->begin(), *entries, it);  // most recently used first
+      return *entries->front().list;
+    }
+  entries->push_front({stream.get(), slots, std::make_unique<MultiTensorList>(slots, stream)});
+  if (entries->size() > kEntries) entries->pop_back();
+  return *entries->front().list;
+}
+
 // The list of (slot 0, slot 1, ...) tensors per parameter, on the first parameter's stream.
 template <class Launch>
 void run_list(const char* op, const std::vector<std::vector<Tensor>>& slots, Launch&& launch) {
@@ -56,7 +95,7 @@ void run_list(const char* op, const std::vector<std::vector<Tensor>>& slots, Lau
     }
     list.push_back(s);
   }
-  const MultiTensorList table(list, stream);
+  const MultiTensorList& table = cached_list(list, stream);
   if (first.dtype() == DType::Float32)
     launch(float{}, table, stream.get());
   else if (first.dtype() == DType::Float64)

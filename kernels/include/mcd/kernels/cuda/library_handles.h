@@ -19,4 +19,10 @@ cudnnHandle_t cudnn_handle(int device, cudaStream_t stream);
 void set_allow_tf32(bool allow);
 bool allow_tf32();
 
+// Convolution algorithms: false (the default) times every candidate once per shape and takes
+// the fastest, as cudnn.benchmark does; true takes cuDNN's heuristic ranking with
+// deterministic algorithms first, so repeated runs give bit-identical results.
+void set_conv_deterministic(bool deterministic);
+bool conv_deterministic();
+
 }  // namespace mcd::kernels::cuda

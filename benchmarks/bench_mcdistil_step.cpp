@@ -22,6 +22,7 @@
 #ifdef MCD_HAVE_CUDA
 #include <mcd/kernels/cuda/backend.h>
 #include <mcd/kernels/cuda/caching_allocator.h>
+#include <mcd/kernels/cuda/library_handles.h>
 #endif
 
 #include <mcd/data/loader.h>
@@ -189,6 +190,8 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--threads", threads, "Threads (0: all)")->capture_default_str();
   std::string device = "cpu";
+  bool tf32 = false;
+  app.add_flag("--tf32", tf32, "CUDA: TF32 tensor-core math in float32 GEMMs and convolutions");
   app.add_option("--device", device, "cpu or cuda")
       ->check(CLI::IsMember({"cpu", "cuda"}))
       ->capture_default_str();
@@ -200,6 +203,7 @@ int main(int argc, char** argv) {
       return 77;
     }
     o.device = mcd::Device::cuda(0);
+    mcd::kernels::cuda::set_allow_tf32(tf32);
 #else
     fmt::print(stderr, "--device cuda: this build has no CUDA backend\n");
     return 2;
@@ -215,6 +219,7 @@ int main(int argc, char** argv) {
   const double amortised_s = ((L - 1.0) * plain_s + meta_s) / L;
   nlohmann::json j = {{"bench", "mcdistil_step"},
                       {"device", o.device.str()},
+                      {"tf32", tf32},
                       {"threads", omp_get_max_threads()},
                       {"teacher", o.teacher},
                       {"students", o.students},

@@ -145,8 +145,12 @@ def median(v):
 
 def measure(args, device, mcdistil, compiled=False):
     peer = Peer(args, device, mcdistil, compiled)
-    for it in range(1, 4 if compiled else 2):  # warm-up (compilation, cudnn.benchmark search)
+    # Warm-up, untimed: plain iterations, then one with the meta step, so that compilation and
+    # cudnn.benchmark's algorithm search for every shape (the double backward's too) are done.
+    for it in range(1, 4 if compiled else 3):
         peer.iteration(it)
+    if mcdistil:
+        peer.iteration(args.interval)
     if device.type == "cuda":
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
@@ -175,9 +179,15 @@ def main():
     p.add_argument("--tau", type=float, default=4.0)
     p.add_argument("--compile", action="store_true", help="also time torch.compile'd plain iterations")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--tf32", choices=["default", "on", "off"], default="default",
+                   help="TF32 in convolutions and matmuls: PyTorch's defaults (cuDNN on, "
+                        "matmul off), both on, or both off (IEEE float32, as our default)")
     args = p.parse_args()
     device = torch.device(args.device)
     torch.backends.cudnn.benchmark = True
+    if args.tf32 != "default":
+        torch.backends.cudnn.allow_tf32 = args.tf32 == "on"
+        torch.backends.cuda.matmul.allow_tf32 = args.tf32 == "on"
 
     kd, _, kd_peak = measure(args, device, mcdistil=False)
     plain, meta, peak = measure(args, device, mcdistil=True)
@@ -188,7 +198,8 @@ def main():
         "gpu": torch.cuda.get_device_name() if device.type == "cuda" else None,
         "teacher": args.teacher, "students": args.students, "cnet": args.cnet, "batch": args.batch,
         "input": f"{args.channels}x{args.image}x{args.image}", "classes": args.classes,
-        "interval": L, "kd_iteration_ms": kd * 1e3, "plain_iteration_ms": plain * 1e3,
+        "interval": L, "cudnn_tf32": torch.backends.cudnn.allow_tf32,
+        "matmul_tf32": torch.backends.cuda.matmul.allow_tf32, "kd_iteration_ms": kd * 1e3, "plain_iteration_ms": plain * 1e3,
         "meta_iteration_ms": meta * 1e3, "amortised_iteration_ms": amortised * 1e3,
         "meta_step_in_plain_iterations": (meta - plain) / plain,
         "amortised_overhead_over_kd": amortised / kd - 1.0,

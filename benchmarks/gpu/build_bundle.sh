@@ -23,7 +23,7 @@ mkdir -p "$out/bin" "$out/lib"
 cp build/cuda/tests/test_cuda_kernels build/cuda/benchmarks/bench_fused_loss_cuda \
   build/cuda/benchmarks/bench_mcdistil_step "$out/bin/"
 cp benchmarks/torch_fused_loss_peer.py benchmarks/torch_mcdistil_peer.py benchmarks/torch_cpu_peer.py \
-  benchmarks/gpu/summarize.py "$out/"
+  benchmarks/gpu/summarize.py benchmarks/gpu/kernel_times.py "$out/"
 
 # Libraries every Linux machine has, and those PyTorch's NVIDIA wheels provide, stay out;
 # anything else a binary needs (libfmt, libgomp, ...) is copied next to it.

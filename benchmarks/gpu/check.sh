@@ -95,17 +95,30 @@ step mcdistil_ours "${MCD_T_MCD:-90}" bash -c 'first_line_to "$@"' _ "$logs/mcdi
   "$dist/bin/bench_mcdistil_step" --device cuda
 step mcdistil_torch "${MCD_T_MCD_TORCH:-120}" bash -c 'first_line_to "$@"' _ \
   "$logs/mcdistil_torch.json" "$py" "$dist/torch_mcdistil_peer.py"
+# Where our step's device time goes: Nsight Compute times every kernel of about two KD
+# iterations of the reference configuration (after the warm-up), summed per kernel name.
+ncu_bin="$(command -v ncu 2>/dev/null || ls /usr/local/cuda/bin/ncu /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1)"
+if [ -n "$ncu_bin" ]; then
+  step profile "${MCD_T_PROFILE:-90}" bash -c '"$0" --csv --page raw --metrics gpu__time_duration.sum \
+    --launch-skip "${MCD_PROFILE_SKIP:-4000}" --launch-count "${MCD_PROFILE_COUNT:-2500}" \
+    "$1" --device cuda --iterations 4 >"$2.csv" 2>"$2.err"; rc=$?; \
+    "$3" "$4" sgd_step_kernel <"$2.csv" >"$2.all"; head -1 "$2.all" >"$2"; cat "$2.all"; \
+    tail -5 "$2.err"; exit $rc' \
+    "$ncu_bin" "$dist/bin/bench_mcdistil_step" "$logs/profile.json" "$py" "$dist/kernel_times.py"
+else
+  echo "== ncu not found: the kernel profile is skipped"
+fi
 step bench_cuda "${MCD_T_BENCH:-90}" "$dist/bin/bench_fused_loss_cuda" --json "$logs/bench_cuda.json"
 step bench_torch "${MCD_T_TORCH:-120}" "$py" "$dist/torch_fused_loss_peer.py" --json "$logs/bench_torch.json"
 if [ -n "$sanitizer" ]; then
   # memcheck: every kernel (the random allocator test only repeats memsets, so it is left out).
   # API errors are not counted: the tests provoke some on purpose (an invalid device index).
   step memcheck "${MCD_T_MEMCHECK:-120}" "$sanitizer" --tool memcheck --report-api-errors no --error-exitcode 99 \
-    --print-limit 20 "$tests" "[distill_loss],[optim],[runtime]"
+    --print-limit 20 "$tests" "[distill_loss],[optim],[runtime],[batch_norm]"
   # racecheck: shared-memory hazards of the block reductions and the row cache.
   step racecheck "${MCD_T_RACECHECK:-90}" "$sanitizer" --tool racecheck --report-api-errors no --error-exitcode 99 \
     --print-limit 20 "$tests" "CUDA distill loss forward matches the CPU kernel" \
-    "CUDA distill loss JVP matches the CPU kernel"
+    "CUDA distill loss JVP matches the CPU kernel" "CUDA batch_norm matches the CPU*"
 else
   echo "== compute-sanitizer not found: memcheck and racecheck skipped"
 fi

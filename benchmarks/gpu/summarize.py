@@ -13,10 +13,11 @@ import re
 import sys
 import xml.etree.ElementTree as ET
 
-STEPS = ["tests", "mcdistil_ours", "mcdistil_torch", "bench_cuda", "bench_torch", "memcheck",
-         "racecheck"]
-# The two MC-Distil steps share one output file, keeping the folder within 8 files.
-OUTPUT = {"mcdistil_ours": "bench_mcdistil.json", "mcdistil_torch": "bench_mcdistil.json"}
+STEPS = ["tests", "mcdistil_ours", "mcdistil_torch", "profile", "bench_cuda", "bench_torch",
+         "memcheck", "racecheck"]
+# The MC-Distil steps share one output file, keeping the folder within 8 files.
+OUTPUT = {"mcdistil_ours": "bench_mcdistil.json", "mcdistil_torch": "bench_mcdistil.json",
+          "profile": "bench_mcdistil.json"}
 
 
 def tail(path, chars=6000):

@@ -139,8 +139,8 @@ LossInputs prepare(const char* op, const std::vector<Tensor>& student_logits,
     const std::int64_t* y = in.labels.data<std::int64_t>();
     for (std::int64_t i = 0; i < in.b; ++i)
       MCD_CHECK(y[i] >= 0 && y[i] < in.v,
-                "{}: label {} of row {} is out of range [0, {}) for student logits {}", op, y[i],
-                i, in.v, shape_str(z0.shape()));
+                "{}: label {} of row {} is out of range [0, {}) for student logits {}", op, y[i], i,
+                in.v, shape_str(z0.shape()));
   }
 
   for (const auto& [what, t] : {std::pair<const char*, const Tensor&>{"alpha", alpha},

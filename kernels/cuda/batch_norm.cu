@@ -223,15 +223,15 @@ void launch_moments(const BatchNormDims& d, const T* u, const double* mu, const 
   // About 1024 blocks in all: enough to fill the GPU for a handful of channels, while each
   // block still sums a whole image plane or more.
   constexpr std::int64_t kTargetBlocks = 1024;
-  const auto parts = static_cast<int>(std::max<std::int64_t>(
-      1, std::min<std::int64_t>(d.n, (kTargetBlocks + d.c - 1) / d.c)));
+  const auto parts = static_cast<int>(
+      std::max<std::int64_t>(1, std::min<std::int64_t>(d.n, (kTargetBlocks + d.c - 1) / d.c)));
   MCD_CUDA_REQUIRE((d.n / parts + 1) * d.s < (std::int64_t{1} << 32),
                    "batch norm: an image share of " + std::to_string((d.n / parts + 1) * d.s) +
                        " values per channel is too large");
   MCD_CUDA_REQUIRE(d.c <= 65535, "batch norm: " + std::to_string(d.c) +
                                      " channels exceed the grid's second dimension");
-  DeviceBuffer partial(current_device(),
-                       static_cast<std::size_t>(2 * d.c * parts) * sizeof(double), stream);
+  DeviceBuffer partial(current_device(), static_cast<std::size_t>(2 * d.c * parts) * sizeof(double),
+                       stream);
   double* p1 = partial.as<double>();
   double* p2 = p1 + d.c * parts;
   channel_moments_partial_kernel<T>

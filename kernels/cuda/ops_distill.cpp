@@ -28,16 +28,6 @@ std::vector<const T*> pointers(const std::vector<Tensor>& ts) {
   return out;
 }
 
-template <class F>
-void floating(const char* op, const Tensor& t, F&& f) {
-  if (t.dtype() == DType::Float32)
-    f(float{});
-  else if (t.dtype() == DType::Float64)
-    f(double{});
-  else
-    fail("{}: expected float32 or float64 logits, got {}", op, dtype_name(t.dtype()));
-}
-
 struct Launch {
   Launch(const Tensor& t, std::int64_t k, std::int64_t b)
       : device(t.device().index),

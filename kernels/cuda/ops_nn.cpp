@@ -37,17 +37,6 @@ T* mut(Tensor& t) {
   return t.defined() ? t.data<T>() : nullptr;
 }
 
-// Runs f(T{}) for a float32 or float64 tensor.
-template <class F>
-void floating(const char* op, const Tensor& t, F&& f) {
-  if (t.dtype() == DType::Float32)
-    f(float{});
-  else if (t.dtype() == DType::Float64)
-    f(double{});
-  else
-    fail("{}: expected a float32 or float64 tensor, got {}", op, dtype_name(t.dtype()));
-}
-
 // One (B, R, C) operand as cuBLAS can read it, holding a copy when the layout needs one.
 template <class T>
 struct MatmulOperand {

@@ -5,23 +5,14 @@
 
 #include <mcd/kernels/cuda/check.h>
 
+#include "exact_arith.cuh"
+
 namespace mcd::kernels::cuda {
 namespace {
 
-constexpr int kThreads = 256;
+using namespace exact;  // every operation rounded alone, as on the CPU
 
-__device__ __forceinline__ float mul(float a, float b) {
-  return __fmul_rn(a, b);
-}
-__device__ __forceinline__ double mul(double a, double b) {
-  return __dmul_rn(a, b);
-}
-__device__ __forceinline__ float add(float a, float b) {
-  return __fadd_rn(a, b);
-}
-__device__ __forceinline__ double add(double a, double b) {
-  return __dadd_rn(a, b);
-}
+constexpr int kThreads = 256;
 
 template <class T>
 struct Coeffs {

@@ -1,7 +1,10 @@
-// Fused distillation loss kernels (CPU twin: kernels/cpu/distill_loss.cpp, same arithmetic).
-// One thread group owns one (student, row): a warp for rows of up to kWarpMaxV logits, a block
-// for longer rows. Rows are ordered row-major over (sample, student) so the K students of a
-// sample run side by side and share the teacher row through L2. Three passes per row:
+// Fused distillation loss: the public launchers, which pick a kernel variant by shape
+// (fused_loss_kernel_applies), and the general kernel (CPU twin: kernels/cpu/distill_loss.cpp,
+// same arithmetic). The row-per-warp and row-split variants live in distill_loss_row_warp.cu and
+// distill_loss_row_split.cu. In the general kernel one thread group owns one (student, row): a
+// warp for rows of up to kWarpMaxV logits, a block for longer rows. Rows are ordered row-major
+// over (sample, student) so the K students of a sample run side by side and share the teacher
+// row through L2. Three passes per row:
 //   A  max of z (long rows also copy z to shared memory, so z is read from DRAM once),
 //   B  s1 = sum exp(z - max), s2 = sum exp((z - max) / tau) in double,
 //   C  teacher terms and dot = sum qT (z - max) in double, and dL/dz (or the JVP dots).
@@ -16,49 +19,24 @@
 #include <mcd/kernels/cuda/check.h>
 #include <mcd/kernels/cuda/runtime.h>
 
+#include "distill_loss_variants.cuh"
 #include "row_group.cuh"
 
 namespace mcd::kernels::cuda {
 namespace {
 
 using detail::BlockGroup;
+using detail::exp_t;
 using detail::kGroupScratch;
+using detail::kWorkspaceHeader;
 using detail::load_pack;
+using detail::LossArgs;
 using detail::Pack;
 using detail::store_pack;
 using detail::WarpGroup;
 
 constexpr std::int64_t kWarpMaxV = 1024;
 constexpr int kWarpBlockThreads = 256;
-constexpr std::size_t kWorkspaceHeader = 256;  // the counter, padded to keep partials aligned
-
-template <class T>
-struct LossArgs {
-  const T* logits[kMaxDistillStudents];
-  const T* tangents[kMaxDistillStudents];  // JVP only
-  const T* qt;                             // (B, V) or null: no teacher
-  const T* lqt;                            // forward only
-  const std::int64_t* labels;
-  const T* alpha;
-  const T* beta;
-  T* ce;    // (K, B): ce, or ce_t for the JVP
-  T* kl;    // (K, B): kl, or kl_t
-  T* loss;  // (K): loss, or loss_t
-  T* grad;  // (K, B, V) or null
-  unsigned* counter;
-  double* partials;  // (K, B)
-  int k;
-  std::int64_t b, v;
-  double tau, inv_tau, inv_b;
-  bool cache_z;  // block groups: z fits in dynamic shared memory
-};
-
-__device__ __forceinline__ float exp_t(float x) {
-  return expf(x);
-}
-__device__ __forceinline__ double exp_t(double x) {
-  return exp(x);
-}
 
 struct RowStats {
   double max, s1, s2;
@@ -232,7 +210,7 @@ bool aligned16(const void* p) {
 
 // Picks the warp or block path and 16-byte packs where every row start is aligned.
 template <class T, bool JVP>
-void launch(LossArgs<T>& a, cudaStream_t stream) {
+void launch_general(LossArgs<T>& a, cudaStream_t stream) {
   constexpr int kVec = 16 / sizeof(T);
   bool vec = a.v % kVec == 0 && aligned16(a.qt) && aligned16(a.lqt) && aligned16(a.grad);
   for (int s = 0; s < a.k; ++s)
@@ -267,6 +245,32 @@ void launch(LossArgs<T>& a, cudaStream_t stream) {
     run(distill_loss_kernel<T, kVec, true, JVP>);
   else
     run(distill_loss_kernel<T, 1, true, JVP>);
+}
+
+// Launches `kernel`, or the variant automatic picks for this shape; a forced variant that does
+// not apply is an error that names it.
+template <class T, bool JVP>
+void launch(const char* op, FusedLossKernel kernel, LossArgs<T>& a, cudaStream_t stream) {
+  if (kernel == FusedLossKernel::automatic) kernel = fused_loss_automatic_kernel(a.v, sizeof(T));
+  MCD_CUDA_REQUIRE(fused_loss_kernel_applies(kernel, a.v, sizeof(T)),
+                   std::string(op) + ": the " + fused_loss_kernel_name(kernel) +
+                       " kernel does not take rows of " + std::to_string(a.v) + " " +
+                       (sizeof(T) == 4 ? "float32" : "float64") + " values on this device");
+  switch (kernel) {
+    case FusedLossKernel::row_per_warp:
+      detail::launch_row_warp<T, JVP>(a, stream);
+      return;
+    case FusedLossKernel::row_split:
+      detail::launch_row_split<T, JVP>(a, false, stream);
+      return;
+    case FusedLossKernel::row_split_log_prob:  // the JVP reads no log-probabilities anyway
+      detail::launch_row_split<T, JVP>(a, !JVP, stream);
+      return;
+    case FusedLossKernel::automatic:
+    case FusedLossKernel::general:
+      launch_general<T, JVP>(a, stream);
+      return;
+  }
 }
 
 template <class T>
@@ -308,12 +312,49 @@ std::size_t distill_loss_workspace_bytes(std::int64_t k, std::int64_t b) {
   return kWorkspaceHeader + static_cast<std::size_t>(k * b) * sizeof(double);
 }
 
+const char* fused_loss_kernel_name(FusedLossKernel kernel) {
+  switch (kernel) {
+    case FusedLossKernel::automatic:
+      return "automatic";
+    case FusedLossKernel::general:
+      return "general";
+    case FusedLossKernel::row_per_warp:
+      return "row_per_warp";
+    case FusedLossKernel::row_split:
+      return "row_split";
+    case FusedLossKernel::row_split_log_prob:
+      return "row_split_log_prob";
+  }
+  return "unknown";
+}
+
+bool fused_loss_kernel_applies(FusedLossKernel kernel, std::int64_t v, std::size_t elem_bytes) {
+  switch (kernel) {
+    case FusedLossKernel::automatic:
+    case FusedLossKernel::general:
+      return true;
+    case FusedLossKernel::row_per_warp:
+      return detail::row_warp_applies(v, elem_bytes);
+    case FusedLossKernel::row_split:
+    case FusedLossKernel::row_split_log_prob:
+      return detail::row_split_applies(v, elem_bytes);
+  }
+  return false;
+}
+
+FusedLossKernel fused_loss_automatic_kernel(std::int64_t v, std::size_t elem_bytes) {
+  if (detail::row_warp_applies(v, elem_bytes)) return FusedLossKernel::row_per_warp;
+  if (detail::row_split_applies(v, elem_bytes)) return FusedLossKernel::row_split;
+  return FusedLossKernel::general;
+}
+
 template <class T>
 void distill_loss_forward_cuda(std::int64_t k, std::int64_t b, std::int64_t v,
                                const T* const* logits, const T* teacher_prob,
                                const T* teacher_log_prob, const std::int64_t* labels,
                                const T* alpha, const T* beta, double tau, T* ce, T* kl, T* loss,
-                               T* grad_logits, void* workspace, cudaStream_t stream) {
+                               T* grad_logits, void* workspace, cudaStream_t stream,
+                               FusedLossKernel kernel) {
   const char* op = "distill_loss_forward_cuda";
   LossArgs<T> a = common_args(op, k, b, v, logits, labels, alpha, beta, tau, workspace);
   MCD_CUDA_REQUIRE(ce != nullptr && kl != nullptr && loss != nullptr,
@@ -325,14 +366,15 @@ void distill_loss_forward_cuda(std::int64_t k, std::int64_t b, std::int64_t v,
   a.kl = kl;
   a.loss = loss;
   a.grad = grad_logits;
-  launch<T, false>(a, stream);
+  launch<T, false>(op, kernel, a, stream);
 }
 
 template <class T>
 void distill_loss_jvp_cuda(std::int64_t k, std::int64_t b, std::int64_t v, const T* const* logits,
                            const T* const* logits_t, const T* teacher_prob,
                            const std::int64_t* labels, const T* alpha, const T* beta, double tau,
-                           T* ce_t, T* kl_t, T* loss_t, void* workspace, cudaStream_t stream) {
+                           T* ce_t, T* kl_t, T* loss_t, void* workspace, cudaStream_t stream,
+                           FusedLossKernel kernel) {
   const char* op = "distill_loss_jvp_cuda";
   LossArgs<T> a = common_args(op, k, b, v, logits, labels, alpha, beta, tau, workspace);
   MCD_CUDA_REQUIRE(ce_t != nullptr && kl_t != nullptr && loss_t != nullptr,
@@ -343,16 +385,18 @@ void distill_loss_jvp_cuda(std::int64_t k, std::int64_t b, std::int64_t v, const
   a.ce = ce_t;
   a.kl = kl_t;
   a.loss = loss_t;
-  launch<T, true>(a, stream);
+  launch<T, true>(op, kernel, a, stream);
 }
 
-#define MCD_INSTANTIATE_DISTILL_LOSS_CUDA(T)                                                 \
-  template void distill_loss_forward_cuda<T>(                                                \
-      std::int64_t, std::int64_t, std::int64_t, const T* const*, const T*, const T*,         \
-      const std::int64_t*, const T*, const T*, double, T*, T*, T*, T*, void*, cudaStream_t); \
-  template void distill_loss_jvp_cuda<T>(                                                    \
-      std::int64_t, std::int64_t, std::int64_t, const T* const*, const T* const*, const T*,  \
-      const std::int64_t*, const T*, const T*, double, T*, T*, T*, void*, cudaStream_t);
+#define MCD_INSTANTIATE_DISTILL_LOSS_CUDA(T)                                                      \
+  template void distill_loss_forward_cuda<T>(std::int64_t, std::int64_t, std::int64_t,            \
+                                             const T* const*, const T*, const T*,                 \
+                                             const std::int64_t*, const T*, const T*, double, T*, \
+                                             T*, T*, T*, void*, cudaStream_t, FusedLossKernel);   \
+  template void distill_loss_jvp_cuda<T>(std::int64_t, std::int64_t, std::int64_t,                \
+                                         const T* const*, const T* const*, const T*,              \
+                                         const std::int64_t*, const T*, const T*, double, T*, T*, \
+                                         T*, void*, cudaStream_t, FusedLossKernel);
 MCD_INSTANTIATE_DISTILL_LOSS_CUDA(float)
 MCD_INSTANTIATE_DISTILL_LOSS_CUDA(double)
 #undef MCD_INSTANTIATE_DISTILL_LOSS_CUDA

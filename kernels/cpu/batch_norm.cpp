@@ -4,6 +4,13 @@
 // spatial extent S is long, over (n, c) runs of S values with per-channel partial sums per row
 // chunk; when S is short (2-D inputs, late ResNet stages), over rows of C * S columns, where
 // per-(n, c) loops would be dominated by loop overhead.
+//
+// A fused ReLU clamps the forward's output; in the VJP and JVP it masks the input u (dy) or
+// the output (y_t) of a primitive with the mask recomputed from x. Masked runs are processed
+// in strips: the mask is a plain select loop into (or over) an L1-sized buffer and the
+// arithmetic the plain loop, so both vectorise. (A select fused into the arithmetic does not:
+// without -ffast-math the compiler will not evaluate the arithmetic speculatively and keeps a
+// branch per element, several times slower on random signs.)
 #include <mcd/kernels/cpu/batch_norm.h>
 
 #include <algorithm>
@@ -17,50 +24,155 @@ constexpr std::int64_t kParallelMin = 1 << 14;
 constexpr std::int64_t kShortSpatial = 32;   // below this S, sweep rows of C * S columns
 constexpr std::int64_t kBlockColumns = 512;  // columns per task in the row sweep
 constexpr std::int64_t kRowChunks = 16;      // row chunks of the long-S statistics
+constexpr std::int64_t kLanes = 8;           // independent partial sums of a run
+constexpr std::int64_t kStrip = 256;         // elements per strip, a multiple of kLanes
 
 bool worth_parallel(const BatchNormDims& d) {
   return d.n * d.c * d.s > kParallelMin;
 }
 
-// Adds sum(u - su) to a1 and, when x is given, sum((u - su)(x - sx)) to a2 over one contiguous
-// run. Several independent partial sums keep the double adds pipelined (a single accumulator
-// is bound by the add latency, not by memory).
+// How the fused ReLU enters the channel map: not at all; Clamp: out = max(0, out) (the
+// forward, whose map is the pre-activation); MaskInput: u masked by the recomputed mask (the
+// VJP's dy); MaskOutput: out masked by it (the JVP's y_t).
+enum class Relu { None, Clamp, MaskInput, MaskOutput };
+
+// The fused ReLU's per-channel gate: the forward's map scale_c (x - mean_c) + shift_c. An
+// element passes where that value, rounded to T, is positive: the forward's very expression
+// (channel_affine with u absent), so the VJP and JVP see exactly the mask the forward applied.
+struct ReluGate {
+  const double* scale = nullptr;
+  const double* shift = nullptr;
+};
+
+// ---- loops over a contiguous piece: of one channel (scalar coefficients, long S) or of a
+// row of columns (per-column coefficient arrays, short S)
+
+// out = max(0, out), with the relu op's expression.
 template <class T>
-void accumulate_run(std::int64_t len, const T* u, double su, const T* x, double sx, double& a1,
-                    double& a2) {
-  constexpr std::int64_t kLanes = 8;
-  double p1[kLanes] = {}, p2[kLanes] = {};
-  std::int64_t s = 0;
-  if (x != nullptr) {
-    for (; s + kLanes <= len; s += kLanes)
-      for (std::int64_t l = 0; l < kLanes; ++l) {
-        const double du = static_cast<double>(u[s + l]) - su;
-        p1[l] += du;
-        p2[l] += du * (static_cast<double>(x[s + l]) - sx);
-      }
-    for (; s < len; ++s) {
-      const double du = static_cast<double>(u[s]) - su;
-      p1[0] += du;
-      p2[0] += du * (static_cast<double>(x[s]) - sx);
-    }
-  } else {
-    for (; s + kLanes <= len; s += kLanes)
-      for (std::int64_t l = 0; l < kLanes; ++l)
-        p1[l] += static_cast<double>(u[s + l]) - su;
-    for (; s < len; ++s)
-      p1[0] += static_cast<double>(u[s]) - su;
-  }
-  for (std::int64_t l = 0; l < kLanes; ++l) {
-    a1 += p1[l];
-    a2 += p2[l];
+void clamp_run(std::int64_t len, T* out) {
+#pragma omp simd
+  for (std::int64_t i = 0; i < len; ++i) {
+    const T v = out[i];
+    out[i] = v > T(0) ? v : T(0);
   }
 }
 
+// out = v where the gate passes, else 0 (as the relu op's mask, T(0)); out may be v.
+template <class T>
+void gate_run(std::int64_t len, const T* v, const T* x, double m, double gs, double gh, T* out) {
+#pragma omp simd
+  for (std::int64_t i = 0; i < len; ++i) {
+    const T vi = v[i];  // loaded unconditionally so the loop vectorises to a masked select
+    out[i] = static_cast<T>(gs * (static_cast<double>(x[i]) - m) + gh) > T(0) ? vi : T(0);
+  }
+}
+template <class T>
+void gate_cols(std::int64_t len, const T* v, const T* x, const double* m, const double* gs,
+               const double* gh, T* out) {
+#pragma omp simd
+  for (std::int64_t j = 0; j < len; ++j) {
+    const T vj = v[j];
+    out[j] = static_cast<T>(gs[j] * (static_cast<double>(x[j]) - m[j]) + gh[j]) > T(0) ? vj : T(0);
+  }
+}
+
+// out = a * u + b * (x - m) + k; u may be null (a is then ignored).
+template <class T>
+void affine_run(std::int64_t len, const T* u, double a, const T* x, double m, double b, double k,
+                T* out) {
+  if (u != nullptr) {
+#pragma omp simd
+    for (std::int64_t s = 0; s < len; ++s)
+      out[s] =
+          static_cast<T>(a * static_cast<double>(u[s]) + b * (static_cast<double>(x[s]) - m) + k);
+  } else {
+#pragma omp simd
+    for (std::int64_t s = 0; s < len; ++s)
+      out[s] = static_cast<T>(b * (static_cast<double>(x[s]) - m) + k);
+  }
+}
+template <class T>
+void affine_cols(std::int64_t len, const T* u, const double* a, const T* x, const double* m,
+                 const double* b, const double* k, T* out) {
+  if (u != nullptr) {
+#pragma omp simd
+    for (std::int64_t j = 0; j < len; ++j)
+      out[j] = static_cast<T>(a[j] * static_cast<double>(u[j]) +
+                              b[j] * (static_cast<double>(x[j]) - m[j]) + k[j]);
+  } else {
+#pragma omp simd
+    for (std::int64_t j = 0; j < len; ++j)
+      out[j] = static_cast<T>(b[j] * (static_cast<double>(x[j]) - m[j]) + k[j]);
+  }
+}
+
+// a1[j] += u - su[j] and, when x is given, a2[j] += (u - su[j])(x - sx[j]), column by column.
+template <class T>
+void accumulate_cols(std::int64_t len, const T* u, const double* su, const T* x, const double* sx,
+                     double* a1, double* a2) {
+  if (x != nullptr) {
+#pragma omp simd
+    for (std::int64_t j = 0; j < len; ++j) {
+      const double du = static_cast<double>(u[j]) - su[j];
+      a1[j] += du;
+      a2[j] += du * (static_cast<double>(x[j]) - sx[j]);
+    }
+  } else {
+#pragma omp simd
+    for (std::int64_t j = 0; j < len; ++j)
+      a1[j] += static_cast<double>(u[j]) - su[j];
+  }
+}
+
+// The pair of sums of one run, sum(u - su) and sum((u - su)(x - sx)), in kLanes independent
+// partial sums: a single accumulator is bound by the add latency, not by memory. A run may be
+// added in pieces; all but the last must hold a multiple of kLanes values, so that the sums
+// do not depend on the piecing.
+struct RunSums {
+  double p1[kLanes] = {}, p2[kLanes] = {};
+
+  template <class T>
+  void add(std::int64_t len, const T* u, double su, const T* x, double sx) {
+    std::int64_t s = 0;
+    if (x != nullptr) {
+      for (; s + kLanes <= len; s += kLanes)
+        for (std::int64_t l = 0; l < kLanes; ++l) {
+          const double du = static_cast<double>(u[s + l]) - su;
+          p1[l] += du;
+          p2[l] += du * (static_cast<double>(x[s + l]) - sx);
+        }
+      for (; s < len; ++s) {
+        const double du = static_cast<double>(u[s]) - su;
+        p1[0] += du;
+        p2[0] += du * (static_cast<double>(x[s]) - sx);
+      }
+    } else {
+      for (; s + kLanes <= len; s += kLanes)
+        for (std::int64_t l = 0; l < kLanes; ++l)
+          p1[l] += static_cast<double>(u[s + l]) - su;
+      for (; s < len; ++s)
+        p1[0] += static_cast<double>(u[s]) - su;
+    }
+  }
+
+  void finish(double& a1, double& a2) const {
+    for (std::int64_t l = 0; l < kLanes; ++l) {
+      a1 += p1[l];
+      a2 += p2[l];
+    }
+  }
+};
+
+// ---- the two primitives
+
 // Per channel c: s1[c] = sum(u - mu_c) and, when x is given, s2[c] = sum((u - mu_c)(x - m_c)).
-// mu may be null (zero shift).
+// mu may be null (zero shift). With a gate, u is masked by it first (x must then be given and
+// m be the mean), and the masked u is also written to `masked` when that is not null.
 template <class T>
 void channel_moments(const BatchNormDims& d, const T* u, const double* mu, const T* x,
-                     const double* m, double* s1, double* s2) {
+                     const double* m, double* s1, double* s2, const ReluGate& gate = {},
+                     T* masked = nullptr) {
+  const bool gated = gate.scale != nullptr;
   if (d.s >= kShortSpatial) {
     // Long S: stream memory in order; each of a fixed number of row chunks keeps per-channel
     // partial sums, combined in chunk order so results do not depend on the thread count.
@@ -70,11 +182,24 @@ void channel_moments(const BatchNormDims& d, const T* u, const double* mu, const
 #pragma omp parallel for if (chunks > 1) schedule(static)
     for (std::int64_t k = 0; k < chunks; ++k) {
       std::vector<double> a1(nc, 0.0), a2(nc, 0.0);
+      T strip[kStrip];
       for (std::int64_t n = k * d.n / chunks; n < (k + 1) * d.n / chunks; ++n)
         for (std::int64_t c = 0; c < d.c; ++c) {
           const std::int64_t at = (n * d.c + c) * d.s;
-          accumulate_run(d.s, u + at, mu != nullptr ? mu[c] : 0.0, x != nullptr ? x + at : nullptr,
-                         x != nullptr ? m[c] : 0.0, a1[c], a2[c]);
+          const double su = mu != nullptr ? mu[c] : 0.0, sx = x != nullptr ? m[c] : 0.0;
+          const T* px = x != nullptr ? x + at : nullptr;
+          RunSums run;
+          if (!gated) {
+            run.add(d.s, u + at, su, px, sx);
+          } else {
+            for (std::int64_t s0 = 0; s0 < d.s; s0 += kStrip) {
+              const std::int64_t len = std::min(kStrip, d.s - s0);
+              T* dst = masked != nullptr ? masked + at + s0 : strip;
+              gate_run(len, u + at + s0, px + s0, m[c], gate.scale[c], gate.shift[c], dst);
+              run.add(len, dst, su, px + s0, sx);
+            }
+          }
+          run.finish(a1[c], a2[c]);
         }
       std::copy(a1.begin(), a1.end(), part1.begin() + k * d.c);
       std::copy(a2.begin(), a2.end(), part2.begin() + k * d.c);
@@ -98,26 +223,31 @@ void channel_moments(const BatchNormDims& d, const T* u, const double* mu, const
   for (std::int64_t blk = 0; blk < blocks; ++blk) {
     const std::int64_t c0 = blk * per_block, c1 = std::min(d.c, c0 + per_block);
     const std::int64_t k0 = c0 * d.s, nk = (c1 - c0) * d.s;
-    std::vector<double> su(nk), sx(nk), a1(nk, 0.0), a2(nk, 0.0);
+    const std::size_t gated_nk = gated ? static_cast<std::size_t>(nk) : 0;
+    std::vector<double> su(nk), sx(nk), gs(gated_nk), gh(gated_nk), a1(nk, 0.0), a2(nk, 0.0);
     for (std::int64_t j = 0; j < nk; ++j) {
       const std::int64_t c = c0 + j / d.s;
       su[j] = mu != nullptr ? mu[c] : 0.0;
       sx[j] = x != nullptr ? m[c] : 0.0;
+      if (gated) {
+        gs[j] = gate.scale[c];
+        gh[j] = gate.shift[c];
+      }
     }
+    T strip[kStrip];
     for (std::int64_t n = 0; n < d.n; ++n) {
       const T* pu = u + n * cols + k0;
-      if (x != nullptr) {
-        const T* px = x + n * cols + k0;
-#pragma omp simd
-        for (std::int64_t j = 0; j < nk; ++j) {
-          const double du = static_cast<double>(pu[j]) - su[j];
-          a1[j] += du;
-          a2[j] += du * (static_cast<double>(px[j]) - sx[j]);
-        }
-      } else {
-#pragma omp simd
-        for (std::int64_t j = 0; j < nk; ++j)
-          a1[j] += static_cast<double>(pu[j]) - su[j];
+      const T* px = x != nullptr ? x + n * cols + k0 : nullptr;
+      if (!gated) {
+        accumulate_cols(nk, pu, su.data(), px, sx.data(), a1.data(), a2.data());
+        continue;
+      }
+      for (std::int64_t j0 = 0; j0 < nk; j0 += kStrip) {
+        const std::int64_t len = std::min(kStrip, nk - j0);
+        T* dst = masked != nullptr ? masked + n * cols + k0 + j0 : strip;
+        gate_cols(len, pu + j0, px + j0, sx.data() + j0, gs.data() + j0, gh.data() + j0, dst);
+        accumulate_cols(len, dst, su.data() + j0, px + j0, sx.data() + j0, a1.data() + j0,
+                        a2.data() + j0);
       }
     }
     for (std::int64_t c = c0; c < c1; ++c) {
@@ -133,55 +263,80 @@ void channel_moments(const BatchNormDims& d, const T* u, const double* mu, const
 }
 
 // out = a_c * u + b_c * (x - m_c) + k_c for every element; u may be null (a is then ignored).
+// With a fused ReLU as `relu` says (for the masks, m is the mean and the gate is given;
+// MaskInput needs u).
 template <class T>
 void channel_affine(const BatchNormDims& d, const T* u, const double* a, const T* x,
-                    const double* m, const double* b, const double* k, T* out) {
+                    const double* m, const double* b, const double* k, T* out,
+                    Relu relu = Relu::None, const ReluGate& gate = {}) {
   if (d.s >= kShortSpatial) {
 #pragma omp parallel for collapse(2) if (worth_parallel(d)) schedule(static)
     for (std::int64_t n = 0; n < d.n; ++n)
       for (std::int64_t c = 0; c < d.c; ++c) {
         const std::int64_t at = (n * d.c + c) * d.s;
         const double ac = a[c], mc = m[c], bc = b[c], kc = k[c];
-        const T* px = x + at;
-        T* po = out + at;
-        if (u != nullptr) {
-          const T* pu = u + at;
-#pragma omp simd
-          for (std::int64_t s = 0; s < d.s; ++s)
-            po[s] = static_cast<T>(ac * static_cast<double>(pu[s]) +
-                                   bc * (static_cast<double>(px[s]) - mc) + kc);
-        } else {
-#pragma omp simd
-          for (std::int64_t s = 0; s < d.s; ++s)
-            po[s] = static_cast<T>(bc * (static_cast<double>(px[s]) - mc) + kc);
+        const T* pu = u != nullptr ? u + at : nullptr;
+        if (relu == Relu::None) {
+          affine_run(d.s, pu, ac, x + at, mc, bc, kc, out + at);
+          continue;
+        }
+        const bool masked = relu == Relu::MaskInput || relu == Relu::MaskOutput;
+        const double gs = masked ? gate.scale[c] : 0.0, gh = masked ? gate.shift[c] : 0.0;
+        T strip[kStrip];
+        for (std::int64_t s0 = 0; s0 < d.s; s0 += kStrip) {
+          const std::int64_t len = std::min(kStrip, d.s - s0);
+          const T* px = x + at + s0;
+          T* po = out + at + s0;
+          const T* su = pu != nullptr ? pu + s0 : nullptr;
+          if (relu == Relu::MaskInput) {
+            gate_run(len, su, px, mc, gs, gh, strip);
+            su = strip;
+          }
+          affine_run(len, su, ac, px, mc, bc, kc, po);
+          if (relu == Relu::Clamp) clamp_run(len, po);
+          if (relu == Relu::MaskOutput) gate_run(len, po, px, mc, gs, gh, po);
         }
       }
     return;
   }
   // Short S: per-column coefficients, then row sweeps.
   const std::int64_t cols = d.c * d.s;
-  std::vector<double> ak(cols), mk(cols), bk(cols), kk(cols);
+  const bool gated = relu == Relu::MaskInput || relu == Relu::MaskOutput;
+  std::vector<double> ak(cols), mk(cols), bk(cols), kk(cols), gsk(gated ? cols : 0),
+      ghk(gated ? cols : 0);
   for (std::int64_t j = 0; j < cols; ++j) {
     const std::int64_t c = j / d.s;
     ak[j] = a[c];
     mk[j] = m[c];
     bk[j] = b[c];
     kk[j] = k[c];
+    if (gated) {
+      gsk[j] = gate.scale[c];
+      ghk[j] = gate.shift[c];
+    }
   }
 #pragma omp parallel for if (worth_parallel(d) && d.n > 1) schedule(static)
   for (std::int64_t n = 0; n < d.n; ++n) {
-    const T* px = x + n * cols;
-    T* po = out + n * cols;
-    if (u != nullptr) {
-      const T* pu = u + n * cols;
-#pragma omp simd
-      for (std::int64_t j = 0; j < cols; ++j)
-        po[j] = static_cast<T>(ak[j] * static_cast<double>(pu[j]) +
-                               bk[j] * (static_cast<double>(px[j]) - mk[j]) + kk[j]);
-    } else {
-#pragma omp simd
-      for (std::int64_t j = 0; j < cols; ++j)
-        po[j] = static_cast<T>(bk[j] * (static_cast<double>(px[j]) - mk[j]) + kk[j]);
+    const T* pu = u != nullptr ? u + n * cols : nullptr;
+    if (relu == Relu::None || relu == Relu::Clamp) {
+      affine_cols(cols, pu, ak.data(), x + n * cols, mk.data(), bk.data(), kk.data(),
+                  out + n * cols);
+      if (relu == Relu::Clamp) clamp_run(cols, out + n * cols);
+      continue;
+    }
+    T strip[kStrip];
+    for (std::int64_t j0 = 0; j0 < cols; j0 += kStrip) {
+      const std::int64_t len = std::min(kStrip, cols - j0);
+      const T* px = x + n * cols + j0;
+      T* po = out + n * cols + j0;
+      const T* su = pu != nullptr ? pu + j0 : nullptr;
+      if (relu == Relu::MaskInput) {
+        gate_cols(len, su, px, mk.data() + j0, gsk.data() + j0, ghk.data() + j0, strip);
+        su = strip;
+      }
+      affine_cols(len, su, ak.data() + j0, px, mk.data() + j0, bk.data() + j0, kk.data() + j0, po);
+      if (relu == Relu::MaskOutput)
+        gate_cols(len, po, px, mk.data() + j0, gsk.data() + j0, ghk.data() + j0, po);
     }
   }
 }
@@ -193,12 +348,23 @@ double value_or(const T* p, std::int64_t c, double fallback) {
 
 using Coefs = std::vector<double>;
 
+// The forward's per-channel map y = scale_c (x - mean_c) + shift_c. The VJP and JVP of the
+// fused ReLU recompute their gate with this same function, hence the same coefficients.
+template <class T>
+void forward_coefficients(std::size_t nc, const T* weight, const T* bias, const double* invstd,
+                          double* scale, double* shift) {
+  for (std::size_t c = 0; c < nc; ++c) {
+    scale[c] = value_or(weight, static_cast<std::int64_t>(c), 1.0) * invstd[c];
+    shift[c] = value_or(bias, static_cast<std::int64_t>(c), 0.0);
+  }
+}
+
 }  // namespace
 
 template <class T>
 void batch_norm_forward_train_cpu(const BatchNormDims& d, const T* x, const T* weight,
-                                  const T* bias, double eps, T* y, double* mean, double* var,
-                                  double* invstd) {
+                                  const T* bias, double eps, bool relu, T* y, double* mean,
+                                  double* var, double* invstd) {
   const double count = static_cast<double>(d.n * d.s);
   const std::size_t nc = static_cast<std::size_t>(d.c);
   Coefs first(nc, 0.0), sum(nc), sq(nc), scale(nc), shift(nc);
@@ -214,33 +380,42 @@ void batch_norm_forward_train_cpu(const BatchNormDims& d, const T* x, const T* w
     mean[c] = first[c] + shifted_mean;
     var[c] = std::max(0.0, sq[c] / count - shifted_mean * shifted_mean);
     invstd[c] = 1.0 / std::sqrt(var[c] + eps);
-    scale[c] = value_or(weight, static_cast<std::int64_t>(c), 1.0) * invstd[c];
-    shift[c] = value_or(bias, static_cast<std::int64_t>(c), 0.0);
   }
-  channel_affine<T>(d, nullptr, scale.data(), x, mean, scale.data(), shift.data(), y);
+  forward_coefficients(nc, weight, bias, invstd, scale.data(), shift.data());
+  channel_affine<T>(d, nullptr, scale.data(), x, mean, scale.data(), shift.data(), y,
+                    relu ? Relu::Clamp : Relu::None);
 }
 
 template <class T>
 void batch_norm_forward_eval_cpu(const BatchNormDims& d, const T* x, const T* weight, const T* bias,
-                                 const double* mean, const double* invstd, T* y) {
+                                 const double* mean, const double* invstd, bool relu, T* y) {
   const std::size_t nc = static_cast<std::size_t>(d.c);
   Coefs scale(nc), shift(nc);
-  for (std::size_t c = 0; c < nc; ++c) {
-    scale[c] = value_or(weight, static_cast<std::int64_t>(c), 1.0) * invstd[c];
-    shift[c] = value_or(bias, static_cast<std::int64_t>(c), 0.0);
-  }
-  channel_affine<T>(d, nullptr, scale.data(), x, mean, scale.data(), shift.data(), y);
+  forward_coefficients(nc, weight, bias, invstd, scale.data(), shift.data());
+  channel_affine<T>(d, nullptr, scale.data(), x, mean, scale.data(), shift.data(), y,
+                    relu ? Relu::Clamp : Relu::None);
 }
 
 template <class T>
-void batch_norm_backward_cpu(const BatchNormDims& d, bool training, const T* dy, const T* x,
-                             const T* weight, const double* mean, const double* invstd, T* dx,
-                             T* dweight, T* dbias) {
+void batch_norm_backward_cpu(const BatchNormDims& d, bool training, bool relu, const T* dy,
+                             const T* x, const T* weight, const T* bias, const double* mean,
+                             const double* invstd, T* dx, T* dweight, T* dbias) {
   const double count = static_cast<double>(d.n * d.s);
   const std::size_t nc = static_cast<std::size_t>(d.c);
+  // With the ReLU every use of dy below reads it masked: dy := mask * dy.
+  Coefs gate_scale, gate_shift;
+  ReluGate gate;
+  if (relu) {
+    gate_scale.resize(nc);
+    gate_shift.resize(nc);
+    forward_coefficients(nc, weight, bias, invstd, gate_scale.data(), gate_shift.data());
+    gate = {gate_scale.data(), gate_shift.data()};
+  }
+  // With the ReLU, when the sums are needed their pass also writes the masked dy into dx and
+  // the map below runs in place on it, so the mask is computed once and needs no buffer.
   Coefs sum_dy(nc, 0.0), sum_dy_xc(nc, 0.0);
-  if (training || dweight != nullptr || dbias != nullptr)
-    channel_moments(d, dy, nullptr, x, mean, sum_dy.data(), sum_dy_xc.data());
+  const bool sums = training || dweight != nullptr || dbias != nullptr;
+  if (sums) channel_moments(d, dy, nullptr, x, mean, sum_dy.data(), sum_dy_xc.data(), gate, dx);
   for (std::size_t c = 0; c < nc; ++c) {
     if (dweight != nullptr) dweight[c] = static_cast<T>(sum_dy_xc[c] * invstd[c]);
     if (dbias != nullptr) dbias[c] = static_cast<T>(sum_dy[c]);
@@ -256,13 +431,17 @@ void batch_norm_backward_cpu(const BatchNormDims& d, bool training, const T* dy,
       k[c] = -a[c] * sum_dy[c] / count;
     }
   }
-  channel_affine(d, dy, a.data(), x, mean, b.data(), k.data(), dx);
+  if (relu && sums)
+    channel_affine<T>(d, dx, a.data(), x, mean, b.data(), k.data(), dx);
+  else
+    channel_affine(d, dy, a.data(), x, mean, b.data(), k.data(), dx,
+                   relu ? Relu::MaskInput : Relu::None, gate);
 }
 
 template <class T>
-void batch_norm_jvp_cpu(const BatchNormDims& d, bool training, const T* x, const T* x_t,
-                        const T* weight, const T* weight_t, const T* bias_t, const double* mean,
-                        const double* invstd, T* y_t) {
+void batch_norm_jvp_cpu(const BatchNormDims& d, bool training, bool relu, const T* x, const T* x_t,
+                        const T* weight, const T* bias, const T* weight_t, const T* bias_t,
+                        const double* mean, const double* invstd, T* y_t) {
   const double count = static_cast<double>(d.n * d.s);
   const std::size_t nc = static_cast<std::size_t>(d.c);
   // mean(x_t) and sum((x_t - mean(x_t)) (x - m)) per channel, in training mode only; the
@@ -288,18 +467,29 @@ void batch_norm_jvp_cpu(const BatchNormDims& d, bool training, const T* x, const
       k[c] -= w * is * mt[c];
     }
   }
-  channel_affine(d, x_t, a.data(), x, mean, b.data(), k.data(), y_t);
+  // With the ReLU, y_t = mask * (the batch norm's y_t).
+  Coefs gate_scale, gate_shift;
+  if (relu) {
+    gate_scale.resize(nc);
+    gate_shift.resize(nc);
+    forward_coefficients(nc, weight, bias, invstd, gate_scale.data(), gate_shift.data());
+  }
+  channel_affine(d, x_t, a.data(), x, mean, b.data(), k.data(), y_t,
+                 relu ? Relu::MaskOutput : Relu::None, {gate_scale.data(), gate_shift.data()});
 }
 
 #define MCD_INSTANTIATE_BATCH_NORM(T)                                                              \
   template void batch_norm_forward_train_cpu<T>(const BatchNormDims&, const T*, const T*,          \
-                                                const T*, double, T*, double*, double*, double*);  \
+                                                const T*, double, bool, T*, double*, double*,      \
+                                                double*);                                          \
   template void batch_norm_forward_eval_cpu<T>(const BatchNormDims&, const T*, const T*, const T*, \
-                                               const double*, const double*, T*);                  \
-  template void batch_norm_backward_cpu<T>(const BatchNormDims&, bool, const T*, const T*,         \
-                                           const T*, const double*, const double*, T*, T*, T*);    \
-  template void batch_norm_jvp_cpu<T>(const BatchNormDims&, bool, const T*, const T*, const T*,    \
-                                      const T*, const T*, const double*, const double*, T*);
+                                               const double*, const double*, bool, T*);            \
+  template void batch_norm_backward_cpu<T>(const BatchNormDims&, bool, bool, const T*, const T*,   \
+                                           const T*, const T*, const double*, const double*, T*,   \
+                                           T*, T*);                                                \
+  template void batch_norm_jvp_cpu<T>(const BatchNormDims&, bool, bool, const T*, const T*,        \
+                                      const T*, const T*, const T*, const T*, const double*,       \
+                                      const double*, T*);
 MCD_INSTANTIATE_BATCH_NORM(float)
 MCD_INSTANTIATE_BATCH_NORM(double)
 #undef MCD_INSTANTIATE_BATCH_NORM

@@ -2,7 +2,8 @@
 // is built from two primitives: per-channel moments (one block per channel, double sums
 // reduced in shared memory) and a per-channel affine map out = a u + b (x - m) + k (one
 // thread per element). The per-channel coefficients between them are computed by one thread
-// per channel with the CPU's expressions, in double.
+// per channel with the CPU's expressions, in double. A fused ReLU enters both primitives as a
+// per-element gate recomputed from x (relu_passes), with the CPU's mask.
 #include <mcd/kernels/cuda/batch_norm.h>
 
 #include <algorithm>
@@ -29,20 +30,43 @@ int channel_blocks(std::int64_t c) {
   return static_cast<int>((c + kMapThreads - 1) / kMapThreads);
 }
 
+// How the fused ReLU enters the channel map: not at all, masking the input u (the VJP's dy), or
+// masking the output (the JVP's y_t, and the forward's, whose gate is the map itself).
+enum class Relu { None, MaskInput, MaskOutput };
+
+// The forward's value before rounding, scale (x - mean) + shift with xm = x - mean, as one
+// explicit fused multiply-add: the forward and the ReLU mask recomputed by the VJP and JVP
+// (relu_passes) must round identically, which contraction left to the compiler does not
+// promise across kernels.
+__device__ __forceinline__ double forward_value(double scale, double xm, double shift) {
+  return fma(scale, xm, shift);
+}
+
+// Whether the fused ReLU passes an element: its pre-activation, rounded to T as the forward
+// stores it, is positive. (gs, gh) are the forward's per-channel scale and shift.
+template <class T>
+__device__ __forceinline__ bool relu_passes(double xm, double gs, double gh) {
+  return static_cast<T>(forward_value(gs, xm, gh)) > T(0);
+}
+
 // Per-channel moments in two deterministic passes. Pass 1: block (p, c) sums the values of
 // channel c in images [n0, n1) (its share p of the batch), so every channel gets several
 // blocks however few channels there are, and threads walk each image's contiguous plane:
 //   s1 = sum(u - mu_c),  s2 = sum((u - mu_c)(x - m_c))   (mu may be null: zero shift)
+// With a ReLU gate (gs, gh non-null; x given and m the mean), u is masked by it first.
 // Pass 2: thread c adds its channel's P partial sums in a fixed order, so results do not
 // depend on scheduling.
 template <class T>
 __global__ void channel_moments_partial_kernel(BatchNormDims d, int parts, const T* u,
                                                const double* mu, const T* x, const double* m,
-                                               double* p1, double* p2) {
+                                               const double* gs, const double* gh, double* p1,
+                                               double* p2) {
   __shared__ double r1[kMomentThreads], r2[kMomentThreads];
   const std::int64_t c = blockIdx.y, part = blockIdx.x;
   const std::int64_t n0 = d.n * part / parts, n1 = d.n * (part + 1) / parts;
   const double su = mu != nullptr ? mu[c] : 0.0, sx = x != nullptr ? m[c] : 0.0;
+  const bool gated = gs != nullptr;
+  const double gsc = gated ? gs[c] : 0.0, ghc = gated ? gh[c] : 0.0;
   // 32-bit index arithmetic inside the share: (n1 - n0) * s stays far below 2^32 for any
   // batch that fits in memory (checked by the launcher).
   const auto plane = static_cast<unsigned>(d.s);
@@ -51,9 +75,11 @@ __global__ void channel_moments_partial_kernel(BatchNormDims d, int parts, const
   for (unsigned j = threadIdx.x; j < count; j += blockDim.x) {
     const unsigned img = j / plane;
     const std::int64_t at = ((n0 + img) * d.c + c) * d.s + (j - img * plane);
-    const double du = static_cast<double>(u[at]) - su;
+    const double xm = x != nullptr ? static_cast<double>(x[at]) - sx : 0.0;
+    const bool pass = !gated || relu_passes<T>(xm, gsc, ghc);
+    const double du = (pass ? static_cast<double>(u[at]) : 0.0) - su;
     a1 += du;
-    if (x != nullptr) a2 += du * (static_cast<double>(x[at]) - sx);
+    if (x != nullptr) a2 += du * xm;
   }
   r1[threadIdx.x] = a1;
   r2[threadIdx.x] = a2;
@@ -86,19 +112,30 @@ __global__ void channel_moments_finish_kernel(std::int64_t channels, int parts, 
 }
 
 // out = a_c u + b_c (x - m_c) + k_c for every element; u may be null (a is then ignored).
+// With kRelu, the ReLU gate (gs, gh; m the mean) masks u (MaskInput) or the result
+// (MaskOutput).
 // Index is the element index type: 32-bit when the tensor allows, since 64-bit division is
 // many times slower on the GPU.
-template <class T, class Index>
+template <class T, class Index, Relu kRelu>
 __global__ void channel_affine_kernel(BatchNormDims d, const T* u, const double* a, const T* x,
-                                      const double* m, const double* b, const double* k, T* out) {
+                                      const double* m, const double* b, const double* k,
+                                      const double* gs, const double* gh, T* out) {
   const auto n = static_cast<Index>(d.n * d.c * d.s);
   const auto plane = static_cast<Index>(d.s), channels = static_cast<Index>(d.c);
   for (Index i = blockIdx.x * static_cast<Index>(blockDim.x) + threadIdx.x; i < n;
        i += static_cast<Index>(gridDim.x) * blockDim.x) {
     const Index c = (i / plane) % channels;
-    const double centred = b[c] * (static_cast<double>(x[i]) - m[c]);
-    out[i] = u != nullptr ? static_cast<T>(a[c] * static_cast<double>(u[i]) + centred + k[c])
-                          : static_cast<T>(centred + k[c]);
+    const double xm = static_cast<double>(x[i]) - m[c];
+    T v;
+    if (u != nullptr) {
+      T ui = u[i];
+      if constexpr (kRelu == Relu::MaskInput) ui = relu_passes<T>(xm, gs[c], gh[c]) ? ui : T(0);
+      v = static_cast<T>(a[c] * static_cast<double>(ui) + b[c] * xm + k[c]);
+    } else {
+      v = static_cast<T>(forward_value(b[c], xm, k[c]));
+    }
+    if constexpr (kRelu == Relu::MaskOutput) v = relu_passes<T>(xm, gs[c], gh[c]) ? v : T(0);
+    out[i] = v;
   }
 }
 
@@ -217,9 +254,11 @@ class Scratch {
   DeviceBuffer buffer_;
 };
 
+// gs, gh: the ReLU gate that masks u (channel_moments_partial_kernel), null for none.
 template <class T>
 void launch_moments(const BatchNormDims& d, const T* u, const double* mu, const T* x,
-                    const double* m, double* s1, double* s2, cudaStream_t stream) {
+                    const double* m, double* s1, double* s2, cudaStream_t stream,
+                    const double* gs = nullptr, const double* gh = nullptr) {
   // About 1024 blocks in all: enough to fill the GPU for a handful of channels, while each
   // block still sums a whole image plane or more.
   constexpr std::int64_t kTargetBlocks = 1024;
@@ -236,33 +275,49 @@ void launch_moments(const BatchNormDims& d, const T* u, const double* mu, const 
   double* p2 = p1 + d.c * parts;
   channel_moments_partial_kernel<T>
       <<<dim3(static_cast<unsigned>(parts), static_cast<unsigned>(d.c)), kMomentThreads, 0,
-         stream>>>(d, parts, u, mu, x, m, p1, p2);
+         stream>>>(d, parts, u, mu, x, m, gs, gh, p1, p2);
   MCD_CUDA_CHECK_LAUNCH("channel_moments_partial_kernel");
   channel_moments_finish_kernel<<<channel_blocks(d.c), kMapThreads, 0, stream>>>(
       d.c, parts, x != nullptr, p1, p2, s1, s2);
   MCD_CUDA_CHECK_LAUNCH("channel_moments_finish_kernel");
 }
 
+template <class T, Relu kRelu>
+void launch_affine_as(const BatchNormDims& d, const T* u, const double* a, const T* x,
+                      const double* m, const double* b, const double* k, const double* gs,
+                      const double* gh, T* out, cudaStream_t stream) {
+  const std::int64_t n = d.n * d.c * d.s;
+  if (n < (std::int64_t{1} << 31) - static_cast<std::int64_t>(map_blocks(n)) * kMapThreads)
+    channel_affine_kernel<T, std::uint32_t, kRelu>
+        <<<map_blocks(n), kMapThreads, 0, stream>>>(d, u, a, x, m, b, k, gs, gh, out);
+  else
+    channel_affine_kernel<T, std::int64_t, kRelu>
+        <<<map_blocks(n), kMapThreads, 0, stream>>>(d, u, a, x, m, b, k, gs, gh, out);
+  MCD_CUDA_CHECK_LAUNCH("channel_affine_kernel");
+}
+
+// relu and (gs, gh): the ReLU gate of channel_affine_kernel; gs, gh unused with Relu::None.
 template <class T>
 void launch_affine(const BatchNormDims& d, const T* u, const double* a, const T* x, const double* m,
-                   const double* b, const double* k, T* out, cudaStream_t stream) {
-  const std::int64_t n = d.n * d.c * d.s;
-  if (n == 0) return;
-  if (n < (std::int64_t{1} << 31) - static_cast<std::int64_t>(map_blocks(n)) * kMapThreads)
-    channel_affine_kernel<T, std::uint32_t>
-        <<<map_blocks(n), kMapThreads, 0, stream>>>(d, u, a, x, m, b, k, out);
-  else
-    channel_affine_kernel<T, std::int64_t>
-        <<<map_blocks(n), kMapThreads, 0, stream>>>(d, u, a, x, m, b, k, out);
-  MCD_CUDA_CHECK_LAUNCH("channel_affine_kernel");
+                   const double* b, const double* k, T* out, cudaStream_t stream,
+                   Relu relu = Relu::None, const double* gs = nullptr, const double* gh = nullptr) {
+  if (d.n * d.c * d.s == 0) return;
+  switch (relu) {
+    case Relu::None:
+      return launch_affine_as<T, Relu::None>(d, u, a, x, m, b, k, gs, gh, out, stream);
+    case Relu::MaskInput:
+      return launch_affine_as<T, Relu::MaskInput>(d, u, a, x, m, b, k, gs, gh, out, stream);
+    case Relu::MaskOutput:
+      return launch_affine_as<T, Relu::MaskOutput>(d, u, a, x, m, b, k, gs, gh, out, stream);
+  }
 }
 
 }  // namespace
 
 template <class T>
 void batch_norm_forward_train_cuda(const BatchNormDims& d, const T* x, const T* weight,
-                                   const T* bias, double eps, T* y, double* mean, double* var,
-                                   double* invstd, cudaStream_t stream) {
+                                   const T* bias, double eps, bool relu, T* y, double* mean,
+                                   double* var, double* invstd, cudaStream_t stream) {
   if (d.c == 0) return;
   MCD_CUDA_REQUIRE(d.n * d.s > 0, "batch_norm_forward_train_cuda: no values per channel");
   Scratch w(d.c, 5, stream);  // first, sum, sq, scale, shift
@@ -272,44 +327,60 @@ void batch_norm_forward_train_cuda(const BatchNormDims& d, const T* x, const T* 
   forward_train_coefficients_kernel<T><<<channel_blocks(d.c), kMapThreads, 0, stream>>>(
       d, w[0], w[1], w[2], weight, bias, eps, mean, var, invstd, w[3], w[4]);
   MCD_CUDA_CHECK_LAUNCH("forward_train_coefficients_kernel");
-  launch_affine<T>(d, nullptr, w[3], x, mean, w[3], w[4], y, stream);
+  // With the ReLU, the gate is the map itself: out = v > 0 ? v : 0.
+  launch_affine<T>(d, nullptr, w[3], x, mean, w[3], w[4], y, stream,
+                   relu ? Relu::MaskOutput : Relu::None, w[3], w[4]);
 }
 
 template <class T>
 void batch_norm_forward_eval_cuda(const BatchNormDims& d, const T* x, const T* weight,
-                                  const T* bias, const double* mean, const double* invstd, T* y,
-                                  cudaStream_t stream) {
+                                  const T* bias, const double* mean, const double* invstd,
+                                  bool relu, T* y, cudaStream_t stream) {
   if (d.c == 0) return;
   Scratch w(d.c, 2, stream);  // scale, shift
   forward_eval_coefficients_kernel<T>
       <<<channel_blocks(d.c), kMapThreads, 0, stream>>>(d, weight, bias, invstd, w[0], w[1]);
   MCD_CUDA_CHECK_LAUNCH("forward_eval_coefficients_kernel");
-  launch_affine<T>(d, nullptr, w[0], x, mean, w[0], w[1], y, stream);
+  launch_affine<T>(d, nullptr, w[0], x, mean, w[0], w[1], y, stream,
+                   relu ? Relu::MaskOutput : Relu::None, w[0], w[1]);
 }
 
 template <class T>
-void batch_norm_backward_cuda(const BatchNormDims& d, bool training, const T* dy, const T* x,
-                              const T* weight, const double* mean, const double* invstd, T* dx,
-                              T* dweight, T* dbias, cudaStream_t stream) {
+void batch_norm_backward_cuda(const BatchNormDims& d, bool training, bool relu, const T* dy,
+                              const T* x, const T* weight, const T* bias, const double* mean,
+                              const double* invstd, T* dx, T* dweight, T* dbias,
+                              cudaStream_t stream) {
   if (d.c == 0) return;
-  Scratch w(d.c, 5, stream);  // sum_dy, sum_dy_xc, a, b, k
+  Scratch w(d.c, relu ? 7 : 5, stream);  // sum_dy, sum_dy_xc, a, b, k[, gate scale, shift]
+  // With the ReLU every use of dy below reads it masked: the gate is the forward's scale and
+  // shift, from the forward's coefficient kernel (the training forward computes them with the
+  // same expressions from the invstd it saves).
+  const double* gs = relu ? w[5] : nullptr;
+  const double* gh = relu ? w[6] : nullptr;
+  if (relu) {
+    forward_eval_coefficients_kernel<T>
+        <<<channel_blocks(d.c), kMapThreads, 0, stream>>>(d, weight, bias, invstd, w[5], w[6]);
+    MCD_CUDA_CHECK_LAUNCH("forward_eval_coefficients_kernel");
+  }
   if (training || dweight != nullptr || dbias != nullptr) {
-    launch_moments<T>(d, dy, nullptr, x, mean, w[0], w[1], stream);
+    launch_moments<T>(d, dy, nullptr, x, mean, w[0], w[1], stream, gs, gh);
   } else {
     MCD_CUDA_CHECK(cudaMemsetAsync(w[0], 0, 2 * d.c * sizeof(double), stream));
   }
   backward_coefficients_kernel<T><<<channel_blocks(d.c), kMapThreads, 0, stream>>>(
       d, training, weight, invstd, w[0], w[1], dweight, dbias, w[2], w[3], w[4]);
   MCD_CUDA_CHECK_LAUNCH("backward_coefficients_kernel");
-  if (dx != nullptr) launch_affine<T>(d, dy, w[2], x, mean, w[3], w[4], dx, stream);
+  if (dx != nullptr)
+    launch_affine<T>(d, dy, w[2], x, mean, w[3], w[4], dx, stream,
+                     relu ? Relu::MaskInput : Relu::None, gs, gh);
 }
 
 template <class T>
-void batch_norm_jvp_cuda(const BatchNormDims& d, bool training, const T* x, const T* x_t,
-                         const T* weight, const T* weight_t, const T* bias_t, const double* mean,
-                         const double* invstd, T* y_t, cudaStream_t stream) {
+void batch_norm_jvp_cuda(const BatchNormDims& d, bool training, bool relu, const T* x, const T* x_t,
+                         const T* weight, const T* bias, const T* weight_t, const T* bias_t,
+                         const double* mean, const double* invstd, T* y_t, cudaStream_t stream) {
   if (d.c == 0) return;
-  Scratch w(d.c, 5, stream);  // sum(x_t), cross, a, b, k
+  Scratch w(d.c, relu ? 7 : 5, stream);  // sum(x_t), cross, a, b, k[, gate scale, shift]
   if (training && x_t != nullptr)
     launch_moments<T>(d, x_t, nullptr, x, mean, w[0], w[1], stream);
   else
@@ -317,7 +388,15 @@ void batch_norm_jvp_cuda(const BatchNormDims& d, bool training, const T* x, cons
   jvp_coefficients_kernel<T><<<channel_blocks(d.c), kMapThreads, 0, stream>>>(
       d, training, x_t != nullptr, weight, weight_t, bias_t, invstd, w[0], w[1], w[2], w[3], w[4]);
   MCD_CUDA_CHECK_LAUNCH("jvp_coefficients_kernel");
-  launch_affine<T>(d, x_t, w[2], x, mean, w[3], w[4], y_t, stream);
+  // With the ReLU, y_t = mask * (the batch norm's y_t).
+  if (relu) {
+    forward_eval_coefficients_kernel<T>
+        <<<channel_blocks(d.c), kMapThreads, 0, stream>>>(d, weight, bias, invstd, w[5], w[6]);
+    MCD_CUDA_CHECK_LAUNCH("forward_eval_coefficients_kernel");
+  }
+  launch_affine<T>(d, x_t, w[2], x, mean, w[3], w[4], y_t, stream,
+                   relu ? Relu::MaskOutput : Relu::None, relu ? w[5] : nullptr,
+                   relu ? w[6] : nullptr);
 }
 
 template <class R>
@@ -344,17 +423,17 @@ void batch_norm_update_running_cuda(std::int64_t c, R* running_mean, std::int64_
 
 #define MCD_INSTANTIATE_BATCH_NORM_CUDA(T)                                                        \
   template void batch_norm_forward_train_cuda<T>(const BatchNormDims&, const T*, const T*,        \
-                                                 const T*, double, T*, double*, double*, double*, \
-                                                 cudaStream_t);                                   \
+                                                 const T*, double, bool, T*, double*, double*,    \
+                                                 double*, cudaStream_t);                          \
   template void batch_norm_forward_eval_cuda<T>(const BatchNormDims&, const T*, const T*,         \
-                                                const T*, const double*, const double*, T*,       \
+                                                const T*, const double*, const double*, bool, T*, \
                                                 cudaStream_t);                                    \
-  template void batch_norm_backward_cuda<T>(const BatchNormDims&, bool, const T*, const T*,       \
-                                            const T*, const double*, const double*, T*, T*, T*,   \
-                                            cudaStream_t);                                        \
-  template void batch_norm_jvp_cuda<T>(const BatchNormDims&, bool, const T*, const T*, const T*,  \
-                                       const T*, const T*, const double*, const double*, T*,      \
-                                       cudaStream_t);                                             \
+  template void batch_norm_backward_cuda<T>(const BatchNormDims&, bool, bool, const T*, const T*, \
+                                            const T*, const T*, const double*, const double*, T*, \
+                                            T*, T*, cudaStream_t);                                \
+  template void batch_norm_jvp_cuda<T>(const BatchNormDims&, bool, bool, const T*, const T*,      \
+                                       const T*, const T*, const T*, const T*, const double*,     \
+                                       const double*, T*, cudaStream_t);                          \
   template void batch_norm_eval_stats_cuda<T>(std::int64_t, const T*, std::int64_t, const T*,     \
                                               std::int64_t, double, double*, double*,             \
                                               cudaStream_t);                                      \

@@ -116,12 +116,12 @@ class CudaNnOps final : public NnDeviceOps {
 
   // ---- batch_norm
   void batch_norm_forward_train(const BatchNormDims& d, const Tensor& x, const Tensor& weight,
-                                const Tensor& bias, double eps, Tensor& y, Tensor& mean,
+                                const Tensor& bias, double eps, bool relu, Tensor& y, Tensor& mean,
                                 Tensor& var, Tensor& invstd) override {
     OnDevice on(y);
     floating("batch_norm", x, [&](auto tag) {
       using T = decltype(tag);
-      batch_norm_forward_train_cuda<T>(d, x.data<T>(), ptr<T>(weight), ptr<T>(bias), eps,
+      batch_norm_forward_train_cuda<T>(d, x.data<T>(), ptr<T>(weight), ptr<T>(bias), eps, relu,
                                        y.data<T>(), mean.data<double>(), var.data<double>(),
                                        invstd.data<double>(), on.stream);
     });
@@ -141,12 +141,12 @@ class CudaNnOps final : public NnDeviceOps {
   }
   void batch_norm_forward_eval(const BatchNormDims& d, const Tensor& x, const Tensor& weight,
                                const Tensor& bias, const Tensor& mean, const Tensor& invstd,
-                               Tensor& y) override {
+                               bool relu, Tensor& y) override {
     OnDevice on(y);
     floating("batch_norm", x, [&](auto tag) {
       using T = decltype(tag);
       batch_norm_forward_eval_cuda<T>(d, x.data<T>(), ptr<T>(weight), ptr<T>(bias),
-                                      mean.data<double>(), invstd.data<double>(), y.data<T>(),
+                                      mean.data<double>(), invstd.data<double>(), relu, y.data<T>(),
                                       on.stream);
     });
   }
@@ -164,25 +164,27 @@ class CudaNnOps final : public NnDeviceOps {
                                         on.stream);
     });
   }
-  void batch_norm_backward(const BatchNormDims& d, bool training, const Tensor& dy, const Tensor& x,
-                           const Tensor& weight, const Tensor& mean, const Tensor& invstd,
-                           Tensor& dx, Tensor& dweight, Tensor& dbias) override {
+  void batch_norm_backward(const BatchNormDims& d, bool training, bool relu, const Tensor& dy,
+                           const Tensor& x, const Tensor& weight, const Tensor& bias,
+                           const Tensor& mean, const Tensor& invstd, Tensor& dx, Tensor& dweight,
+                           Tensor& dbias) override {
     OnDevice on(dy);
     floating("batch_norm backward", dy, [&](auto tag) {
       using T = decltype(tag);
-      batch_norm_backward_cuda<T>(d, training, dy.data<T>(), x.data<T>(), ptr<T>(weight),
-                                  mean.data<double>(), invstd.data<double>(), mut<T>(dx),
-                                  mut<T>(dweight), mut<T>(dbias), on.stream);
+      batch_norm_backward_cuda<T>(d, training, relu, dy.data<T>(), x.data<T>(), ptr<T>(weight),
+                                  ptr<T>(bias), mean.data<double>(), invstd.data<double>(),
+                                  mut<T>(dx), mut<T>(dweight), mut<T>(dbias), on.stream);
     });
   }
-  void batch_norm_jvp(const BatchNormDims& d, bool training, const Tensor& x, const Tensor& x_t,
-                      const Tensor& weight, const Tensor& weight_t, const Tensor& bias_t,
-                      const Tensor& mean, const Tensor& invstd, Tensor& y_t) override {
+  void batch_norm_jvp(const BatchNormDims& d, bool training, bool relu, const Tensor& x,
+                      const Tensor& x_t, const Tensor& weight, const Tensor& bias,
+                      const Tensor& weight_t, const Tensor& bias_t, const Tensor& mean,
+                      const Tensor& invstd, Tensor& y_t) override {
     OnDevice on(y_t);
     floating("batch_norm jvp", x, [&](auto tag) {
       using T = decltype(tag);
-      batch_norm_jvp_cuda<T>(d, training, x.data<T>(), ptr<T>(x_t), ptr<T>(weight),
-                             ptr<T>(weight_t), ptr<T>(bias_t), mean.data<double>(),
+      batch_norm_jvp_cuda<T>(d, training, relu, x.data<T>(), ptr<T>(x_t), ptr<T>(weight),
+                             ptr<T>(bias), ptr<T>(weight_t), ptr<T>(bias_t), mean.data<double>(),
                              invstd.data<double>(), y_t.data<T>(), on.stream);
     });
   }

@@ -41,7 +41,7 @@ Tensor CifarResNet::forward_features(const Tensor& x) {
   MCD_CHECK(x.dim() == 4 && x.size(1) == config_.in_channels,
             "CifarResNet: expected an input (N, {}, H, W), got shape {}", config_.in_channels,
             shape_str(x.shape()));
-  Tensor h = relu(bn1_->forward(conv1_->forward(x)));
+  Tensor h = bn1_->forward_relu(conv1_->forward(x));
   for (const auto& layer : layers_)
     h = layer->forward(h);
   // Global pooling (RepDistiller's AvgPool2d(8) at 32 pixels) keeps any input size valid.

@@ -2,6 +2,7 @@
 // thin call into the engine's differentiable ops with the shape checked against the layer
 // so that errors name the layer and its configuration.
 #include <cmath>
+#include <typeinfo>
 
 #include <mcd/engine/ops/batch_norm.h>
 #include <mcd/engine/ops/dropout.h>
@@ -85,12 +86,20 @@ std::int64_t BatchNorm2d::num_batches_tracked() const {
 }
 
 Tensor BatchNorm2d::forward(const Tensor& x) {
+  return run(x, false);
+}
+
+Tensor BatchNorm2d::forward_relu(const Tensor& x) {
+  return run(x, true);
+}
+
+Tensor BatchNorm2d::run(const Tensor& x, bool relu) {
   check_nchw("BatchNorm2d", x);
   MCD_CHECK(x.size(1) == num_features_, "BatchNorm2d: expected {} channels, got input of shape {}",
             num_features_, shape_str(x.shape()));
   const bool training = is_training();
   Tensor y =
-      batch_norm(x, weight_, bias_, running_mean_, running_var_, {training, momentum_, eps_});
+      batch_norm(x, weight_, bias_, running_mean_, running_var_, {training, momentum_, eps_, relu});
   if (training) num_batches_tracked_.data<std::int64_t>()[0] += 1;
   return y;
 }
@@ -179,10 +188,21 @@ const std::shared_ptr<Module>& Sequential::operator[](std::size_t i) const {
   return modules_[i];
 }
 
+// A BatchNorm2d directly followed by a ReLU runs as the fused op (BatchNorm2d::forward_relu):
+// the same result without keeping the pre-activation for the backward. Exact types only, so a
+// subclass's own forward is never bypassed.
 Tensor Sequential::forward(const Tensor& x) {
   Tensor y = x;
-  for (const auto& m : modules_)
-    y = m->forward(y);
+  for (std::size_t i = 0; i < modules_.size(); ++i) {
+    Module& m = *modules_[i];
+    const Module* next = i + 1 < modules_.size() ? modules_[i + 1].get() : nullptr;
+    if (typeid(m) == typeid(BatchNorm2d) && next != nullptr && typeid(*next) == typeid(ReLU)) {
+      y = static_cast<BatchNorm2d&>(m).forward_relu(y);
+      ++i;  // the ReLU is done
+    } else {
+      y = m.forward(y);
+    }
+  }
   return y;
 }
 

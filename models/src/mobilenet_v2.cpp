@@ -1,5 +1,6 @@
 // InvertedResidual and MobileNetV2. Conv-bn-relu triples are Sequentials so that their
-// state-dict keys carry PyTorch's indices (the relu at index 2 owns no tensors).
+// state-dict keys carry PyTorch's indices (the relu at index 2 owns no tensors); Sequential
+// runs each bn-relu pair as the fused op.
 #include <cmath>
 
 #include <mcd/engine/ops/elementwise.h>

@@ -42,7 +42,7 @@ BasicBlock::BasicBlock(std::int64_t in_planes, std::int64_t planes, std::int64_t
 }
 
 Tensor BasicBlock::forward(const Tensor& x) {
-  Tensor out = relu(bn1_->forward(conv1_->forward(x)));
+  Tensor out = bn1_->forward_relu(conv1_->forward(x));
   out = bn2_->forward(conv2_->forward(out));
   const Tensor shortcut = downsample_ ? downsample_->forward(x) : x;
   return relu(out + shortcut);
@@ -67,8 +67,8 @@ Bottleneck::Bottleneck(std::int64_t in_planes, std::int64_t planes, std::int64_t
 }
 
 Tensor Bottleneck::forward(const Tensor& x) {
-  Tensor out = relu(bn1_->forward(conv1_->forward(x)));
-  out = relu(bn2_->forward(conv2_->forward(out)));
+  Tensor out = bn1_->forward_relu(conv1_->forward(x));
+  out = bn2_->forward_relu(conv2_->forward(out));
   out = bn3_->forward(conv3_->forward(out));
   const Tensor shortcut = downsample_ ? downsample_->forward(x) : x;
   return relu(out + shortcut);
@@ -127,7 +127,7 @@ Tensor ResNet::forward_features(const Tensor& x) {
   MCD_CHECK(x.dim() == 4 && x.size(1) == config_.in_channels,
             "ResNet: expected an input (N, {}, H, W), got shape {}", config_.in_channels,
             shape_str(x.shape()));
-  Tensor h = relu(bn1_->forward(conv1_->forward(x)));
+  Tensor h = bn1_->forward_relu(conv1_->forward(x));
   if (maxpool_) h = maxpool_->forward(h);
   for (const auto& layer : layers_)
     h = layer->forward(h);

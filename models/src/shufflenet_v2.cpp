@@ -58,9 +58,9 @@ Tensor ShuffleSplitBlock::forward(const Tensor& x) {
             shape_str(x.shape()));
   const std::int64_t half = channels_ / 2;
   const Tensor x1 = x.slice(1, 0, half), x2 = x.slice(1, half, channels_);
-  Tensor out = relu(bn1_->forward(conv1_->forward(x2)));
+  Tensor out = bn1_->forward_relu(conv1_->forward(x2));
   out = bn2_->forward(conv2_->forward(out));
-  out = relu(bn3_->forward(conv3_->forward(out)));
+  out = bn3_->forward_relu(conv3_->forward(out));
   return channel_shuffle(concat({x1, out}, 1), 2);
 }
 
@@ -86,10 +86,10 @@ ShuffleDownBlock::ShuffleDownBlock(std::int64_t in_channels, std::int64_t out_ch
 
 Tensor ShuffleDownBlock::forward(const Tensor& x) {
   Tensor left = bn1_->forward(conv1_->forward(x));
-  left = relu(bn2_->forward(conv2_->forward(left)));
-  Tensor right = relu(bn3_->forward(conv3_->forward(x)));
+  left = bn2_->forward_relu(conv2_->forward(left));
+  Tensor right = bn3_->forward_relu(conv3_->forward(x));
   right = bn4_->forward(conv4_->forward(right));
-  right = relu(bn5_->forward(conv5_->forward(right)));
+  right = bn5_->forward_relu(conv5_->forward(right));
   return channel_shuffle(concat({left, right}, 1), 2);
 }
 
@@ -130,10 +130,10 @@ Tensor ShuffleNetV2::forward_features(const Tensor& x) {
   MCD_CHECK(x.dim() == 4 && x.size(1) == config_.in_channels,
             "ShuffleNetV2: expected an input (N, {}, H, W), got shape {}", config_.in_channels,
             shape_str(x.shape()));
-  Tensor h = relu(bn1_->forward(conv1_->forward(x)));
+  Tensor h = bn1_->forward_relu(conv1_->forward(x));
   for (const auto& layer : layers_)
     h = layer->forward(h);
-  h = relu(bn2_->forward(conv2_->forward(h)));
+  h = bn2_->forward_relu(conv2_->forward(h));
   // Global pooling: the reference's avg_pool2d(4) at 32 pixels.
   return adaptive_avg_pool2d(h, 1, 1).flatten(1);
 }

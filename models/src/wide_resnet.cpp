@@ -48,8 +48,8 @@ WideBasicBlock::WideBasicBlock(std::int64_t in_planes, std::int64_t out_planes, 
 }
 
 Tensor WideBasicBlock::forward(const Tensor& x) {
-  const Tensor act = relu(bn1_->forward(x));
-  Tensor out = relu(bn2_->forward(conv1_->forward(act)));
+  const Tensor act = bn1_->forward_relu(x);
+  Tensor out = bn2_->forward_relu(conv1_->forward(act));
   out = conv2_->forward(out);
   return (shortcut_ ? shortcut_->forward(act) : x) + out;
 }
@@ -89,7 +89,7 @@ Tensor WideResNet::forward_features(const Tensor& x) {
   Tensor h = conv1_->forward(x);
   for (const auto& stage : stages_)
     h = stage->forward(h);
-  h = relu(bn1_->forward(h));
+  h = bn1_->forward_relu(h);
   return adaptive_avg_pool2d(h, 1, 1).flatten(1);
 }
 

@@ -1,7 +1,8 @@
 // CPU/CUDA parity of the "nn" ops on the engine's tensors: matmul and linear (cuBLAS), conv2d
-// (cuDNN), batch_norm (own kernels; also the running statistics) and the pools, each forward,
-// VJP and JVP, in float32 and float64, on odd shapes and non-contiguous views. Tolerances are
-// the parity tolerances of cuda_test_support.h (1e-5 float32, 1e-12 float64, normwise).
+// (cuDNN), batch_norm (own kernels; also the running statistics and the fused relu) and the
+// pools, each forward, VJP and JVP, in float32 and float64, on odd shapes and non-contiguous
+// views. Tolerances are the parity tolerances of cuda_test_support.h (1e-5 float32, 1e-12
+// float64, normwise).
 #include <catch2/catch.hpp>
 
 #include <mcd/engine/generator.h>
@@ -147,6 +148,54 @@ TEMPLATE_TEST_CASE("CUDA batch_norm matches the CPU", "[cuda][nn][batch_norm]", 
   BatchNormOptions o;
   check_op_parity(
       "batch_norm on a permuted view",
+      [o](const std::vector<Tensor>& v) {
+        return batch_norm(v[0].permute({0, 3, 1, 2}), v[1], v[2], Tensor(), Tensor(), o);
+      },
+      {randn({4, 6, 5, 7}, gen, dt), randn({7}, gen, dt), randn({7}, gen, dt)}, tol, gen);
+}
+
+TEMPLATE_TEST_CASE("CUDA batch_norm with relu matches the CPU", "[cuda][nn][batch_norm]", float,
+                   double) {
+  REQUIRE(kcu::install_cuda_backend());
+  Generator gen(15);
+  const DType dt = dtype_of<TestType>();
+  const double tol = parity_rtol<TestType>();
+  for (const bool training : {true, false})
+    for (const int params : {2, 1, 0})  // weight and bias, weight only, neither
+      for (const Shape& shape : {Shape{8, 5, 7, 9}, Shape{16, 13}, Shape{3, 4, 40, 33}}) {
+        const std::int64_t c = shape[1];
+        // Running means inside the inputs' range, so that in eval mode without a bias some
+        // pre-activations are negative too and the mask is not all ones.
+        const Tensor rm = Tensor::uniform({c}, gen, 1.5, 2.5, dt);
+        const Tensor rv = Tensor::uniform({c}, gen, 0.5, 2.0, dt);
+        std::vector<Tensor> in;
+        in.reserve(3);
+        in.push_back(Tensor::uniform(shape, gen, 1.0, 3.0, dt));  // mean far from 0
+        for (int k = 0; k < params; ++k)
+          in.push_back(randn({c}, gen, dt));
+        BatchNormOptions o;
+        o.training = training;
+        o.relu = true;
+        const std::string name = std::string("batch_norm relu ") + (training ? "train" : "eval") +
+                                 (params == 2   ? " affine "
+                                  : params == 1 ? " weight only "
+                                                : " ") +
+                                 shape_str(shape);
+        check_op_parity(
+            name,
+            [&, o](const std::vector<Tensor>& v) {
+              const Device d = v[0].device();
+              return batch_norm(v[0], v.size() > 1 ? v[1] : Tensor(),
+                                v.size() > 2 ? v[2] : Tensor(), rm.clone().to(d), rv.clone().to(d),
+                                o);
+            },
+            in, tol, gen);
+      }
+  // A non-contiguous input (channels last in memory).
+  BatchNormOptions o;
+  o.relu = true;
+  check_op_parity(
+      "batch_norm relu on a permuted view",
       [o](const std::vector<Tensor>& v) {
         return batch_norm(v[0].permute({0, 3, 1, 2}), v[1], v[2], Tensor(), Tensor(), o);
       },

@@ -1,12 +1,14 @@
-// batch_norm, softmax / log_softmax, cross_entropy, kl_div_softmax and dropout: float64
-// gradient checks (VJP, JVP, <u, Jv> = <J^T u, v>), forward values against naive references,
-// running statistics, stability at logits of magnitude 1e4, errors, and float32 agreement.
+// batch_norm (also fused with relu), softmax / log_softmax, cross_entropy, kl_div_softmax and
+// dropout: float64 gradient checks (VJP, JVP, <u, Jv> = <J^T u, v>), forward values against
+// naive references, running statistics, stability at logits of magnitude 1e4, errors, and
+// float32 agreement.
 #include <catch2/catch.hpp>
 
 #include <cmath>
 #include <functional>
 #include <vector>
 
+#include <mcd/engine/allocator.h>
 #include <mcd/engine/autograd.h>
 #include <mcd/engine/generator.h>
 #include <mcd/engine/ops/batch_norm.h>
@@ -29,6 +31,29 @@ BatchNormOptions train_mode() {
 }
 BatchNormOptions eval_mode() {
   return {false, 0.1, 1e-5};
+}
+BatchNormOptions with_relu(BatchNormOptions o) {
+  o.relu = true;
+  return o;
+}
+
+// An input from `draw` whose batch-norm pre-activations `pre` (the op without its ReLU) include
+// negative values and none within 1e-3 of 0, so central differences never straddle the
+// ReLU's kink. Draws again until one qualifies.
+Tensor relu_safe_input(const std::function<Tensor()>& draw,
+                       const std::function<Tensor(const Tensor&)>& pre) {
+  for (int attempt = 0; attempt < 200; ++attempt) {
+    Tensor x = draw();
+    double nearest = 1e300;
+    std::int64_t negative = 0, positive = 0;
+    for (const double v : pre(x).to_doubles()) {
+      nearest = std::min(nearest, std::abs(v));
+      (v < 0 ? negative : positive) += 1;
+    }
+    if (nearest >= 1e-3 && negative > 0 && positive > 0) return x;
+  }
+  FAIL("no input with pre-activations away from 0 in 200 draws");
+  return {};
 }
 
 Tensor labels_of(const std::vector<std::int64_t>& y) {
@@ -195,6 +220,145 @@ TEST_CASE("batch_norm eval-mode gradients", "[grad][batch_norm]") {
   check_gradients("bn_eval_2d_plain",
                   [rm, rv](const V& v) { return batch_norm(v[0], {}, {}, rm, rv, eval_mode()); },
                   {random_tensor({5, 3}, gen)});
+}
+
+TEST_CASE("batch_norm with relu: gradients in training and eval modes", "[grad][batch_norm]") {
+  Generator gen(25);
+  const Tensor w = random_tensor({4}, gen, 0.5, 1.5), b = random_tensor({4}, gen, -0.8, 0.8);
+  const Tensor rm = random_tensor({4}, gen), rv = random_tensor({4}, gen, 0.5, 2.0);
+  // S = H * W >= 32 takes the per-channel loops, shorter S the row sweeps; the transposed view
+  // of a (C, N, H, W) tensor is non-contiguous.
+  struct Case {
+    const char* name;
+    Shape shape;
+    bool transposed;
+  };
+  const std::vector<Case> cases = {{"4d", {3, 4, 2, 3}, false},
+                                   {"4d_noncontig", {4, 3, 3, 2}, true},
+                                   {"long_spatial", {2, 4, 8, 5}, false},
+                                   {"2d", {6, 4}, false}};
+  for (const bool training : {true, false}) {
+    const BatchNormOptions plain_mode = training ? train_mode() : eval_mode();
+    const BatchNormOptions o = with_relu(plain_mode);
+    const Tensor crm = training ? Tensor() : rm, crv = training ? Tensor() : rv;
+    for (const Case& c : cases) {
+      const std::string name = std::string("bn_relu_") + (training ? "train_" : "eval_") + c.name;
+      const auto draw = [&] {
+        const Tensor t = random_tensor(c.shape, gen, -2.0, 2.0);
+        return c.transposed ? t.transpose(0, 1) : t;
+      };
+      // weight and bias; weight only; neither.
+      const Tensor x_affine = relu_safe_input(
+          draw, [&](const Tensor& x) { return batch_norm(x, w, b, crm, crv, plain_mode); });
+      check_gradients(
+          name, [crm, crv, o](const V& v) { return batch_norm(v[0], v[1], v[2], crm, crv, o); },
+          {x_affine, w, b});
+      const Tensor x_weight = relu_safe_input(
+          draw, [&](const Tensor& x) { return batch_norm(x, w, {}, crm, crv, plain_mode); });
+      check_gradients(name + "_weight_only",
+                      [crm, crv, o](const V& v) { return batch_norm(v[0], v[1], {}, crm, crv, o); },
+                      {x_weight, w});
+      const Tensor x_plain = relu_safe_input(
+          draw, [&](const Tensor& x) { return batch_norm(x, {}, {}, crm, crv, plain_mode); });
+      check_gradients(name + "_plain",
+                      [crm, crv, o](const V& v) { return batch_norm(v[0], {}, {}, crm, crv, o); },
+                      {x_plain});
+    }
+  }
+}
+
+TEST_CASE("batch_norm with relu equals relu(batch_norm) bit for bit", "[batch_norm]") {
+  Generator gen(26);
+  // Small and large shapes (the parallel loops of both loop orders), float64 and float32,
+  // training and eval, with and without the affine parameters. Channel 0 is constant: in
+  // training mode without a bias its pre-activations are exactly 0, where the ReLU's derivative
+  // is 0.
+  for (const DType dt : {DType::Float64, DType::Float32})
+    for (const Shape& shape :
+         {Shape{3, 4, 2, 3}, Shape{2, 4, 8, 5}, Shape{40, 8, 8, 8}, Shape{64, 600}, Shape{6, 4}})
+      for (const bool training : {true, false})
+        for (const bool affine : {true, false}) {
+          const std::int64_t c = shape[1];
+          INFO(dtype_name(dt) << " " << shape_str(shape) << (training ? " train" : " eval")
+                              << (affine ? " affine" : ""));
+          Tensor x = random_tensor(shape, gen, -1.0, 3.0);
+          x.slice(1, 0, 1).fill_(0.7);
+          V in{x.to(dt), random_tensor({c}, gen, 0.5, 1.5).to(dt),
+               random_tensor({c}, gen, -0.5, 0.5).to(dt)};
+          const Tensor rm = random_tensor({c}, gen).to(dt);
+          const Tensor rv = random_tensor({c}, gen, 0.5, 2.0).to(dt);
+          const BatchNormOptions plain = training ? train_mode() : eval_mode();
+          // Each call gets its own running statistics; both must end up equal.
+          auto fused = [&](const V& v, Tensor& m, Tensor& var) {
+            return batch_norm(v[0], affine ? v[1] : Tensor(), affine ? v[2] : Tensor(), m, var,
+                              with_relu(plain));
+          };
+          auto composed = [&](const V& v, Tensor& m, Tensor& var) {
+            return relu(batch_norm(v[0], affine ? v[1] : Tensor(), affine ? v[2] : Tensor(), m, var,
+                                   plain));
+          };
+          Tensor rm_f = rm.clone(), rv_f = rv.clone(), rm_c = rm.clone(), rv_c = rv.clone();
+          V leaves_f, leaves_c;
+          for (const Tensor& t : in) {
+            leaves_f.push_back(t.detach().set_requires_grad(true));
+            leaves_c.push_back(t.detach().set_requires_grad(true));
+          }
+          const Tensor y_f = fused(leaves_f, rm_f, rv_f), y_c = composed(leaves_c, rm_c, rv_c);
+          REQUIRE(y_f.to_doubles() == y_c.to_doubles());
+          CHECK(rm_f.to_doubles() == rm_c.to_doubles());
+          CHECK(rv_f.to_doubles() == rv_c.to_doubles());
+          std::int64_t zeros = 0;
+          for (const double v : y_f.to_doubles())
+            zeros += v == 0.0 ? 1 : 0;
+          CHECK(zeros > 0);  // the ReLU is active somewhere
+
+          const Tensor u = random_tensor(shape, gen).to(dt);
+          const std::size_t wrt = affine ? 3 : 1;
+          const V g_f = grad({y_f}, V(leaves_f.begin(), leaves_f.begin() + wrt), {u});
+          const V g_c = grad({y_c}, V(leaves_c.begin(), leaves_c.begin() + wrt), {u});
+          for (std::size_t k = 0; k < wrt; ++k) {
+            INFO("vjp of input " << k);
+            CHECK(g_f[k].to_doubles() == g_c[k].to_doubles());
+          }
+
+          const V tangents{random_tensor(shape, gen).to(dt), random_tensor({c}, gen).to(dt),
+                           random_tensor({c}, gen).to(dt)};
+          const V primals(in.begin(), in.begin() + wrt),
+              tans(tangents.begin(), tangents.begin() + wrt);
+          auto pad = [&](const V& v) {
+            V all = in;
+            for (std::size_t k = 0; k < v.size(); ++k)
+              all[k] = v[k];
+            return all;
+          };
+          Tensor rm_jf = rm.clone(), rv_jf = rv.clone(), rm_jc = rm.clone(), rv_jc = rv.clone();
+          const auto j_f =
+              jvp([&](const V& v) { return V{fused(pad(v), rm_jf, rv_jf)}; }, primals, tans);
+          const auto j_c =
+              jvp([&](const V& v) { return V{composed(pad(v), rm_jc, rv_jc)}; }, primals, tans);
+          CHECK(j_f.tangents[0].to_doubles() == j_c.tangents[0].to_doubles());
+        }
+}
+
+TEST_CASE("batch_norm with relu keeps no pre-activation for the backward", "[batch_norm]") {
+  // The composition's relu holds its input (the batch norm's output) until the backward; the
+  // fused op holds only what batch norm keeps anyway (x and per-channel statistics).
+  Generator gen(27);
+  const Tensor x = random_tensor({8, 16, 16, 16}, gen).set_requires_grad(true);
+  const Tensor w = random_tensor({16}, gen).set_requires_grad(true);
+  const Tensor b = random_tensor({16}, gen).set_requires_grad(true);
+  auto live_after = [&](const std::function<Tensor()>& run) {
+    const std::int64_t before = host_memory_stats().allocated_bytes;
+    const Tensor y = run();  // with its graph: what the backward would need
+    return host_memory_stats().allocated_bytes - before;
+  };
+  const std::int64_t fused =
+      live_after([&] { return batch_norm(x, w, b, {}, {}, with_relu(train_mode())); });
+  const std::int64_t composed =
+      live_after([&] { return relu(batch_norm(x, w, b, {}, {}, train_mode())); });
+  const auto activation = static_cast<std::int64_t>(x.numel() * sizeof(double));
+  CHECK(composed - fused >= activation);
+  CHECK(fused < 2 * activation);  // the output, plus per-channel statistics
 }
 
 TEST_CASE("batch_norm forward matches a naive reference", "[batch_norm]") {

@@ -2,7 +2,9 @@
 // side by side. The statistics the rules need (mean, invstd per channel) are saved as float64
 // (C) tensors whatever x's dtype; the running-statistic update is in place, never recorded.
 // On a device, the kernels (and the update) come from the device table with the same
-// contracts; the statistics then live on the device.
+// contracts; the statistics then live on the device. With options.relu the kernels fuse the
+// ReLU; its rules recompute the mask from x, the statistics, weight and bias (the bias is kept
+// for that), so no pre-activation is saved.
 #include <cmath>
 #include <vector>
 
@@ -82,7 +84,7 @@ Tensor batch_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, Ten
 
   const kc::BatchNormDims d = dims_of(x);
   const std::int64_t count = d.n * d.s;  // values per channel
-  const bool training = options.training;
+  const bool training = options.training, relu = options.relu;
   if (training)
     MCD_CHECK(count > 1, "batch_norm: training needs more than one value per channel, got input {}",
               shape_str(x.shape()));
@@ -102,20 +104,21 @@ Tensor batch_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, Ten
   if (ops != nullptr) {
     if (training) {
       Tensor var = Tensor::empty({d.c}, DType::Float64, dev);
-      ops->batch_norm_forward_train(d, xc, wc, bc, options.eps, y, mean, var, invstd);
+      ops->batch_norm_forward_train(d, xc, wc, bc, options.eps, relu, y, mean, var, invstd);
       if (running_mean.defined())
         ops->batch_norm_update_running(running_mean, running_var, mean, var, count,
                                        options.momentum);
     } else {
       ops->batch_norm_eval_stats(running_mean, running_var, options.eps, mean, invstd);
-      ops->batch_norm_forward_eval(d, xc, wc, bc, mean, invstd, y);
+      ops->batch_norm_forward_eval(d, xc, wc, bc, mean, invstd, relu, y);
     }
   } else if (training) {
     std::vector<double> var(static_cast<std::size_t>(d.c));
     MCD_DISPATCH_FLOATING(x.dtype(), "batch_norm", {
-      kc::batch_norm_forward_train_cpu<scalar_t>(
-          d, xc.data<scalar_t>(), data_or_null<scalar_t>(wc), data_or_null<scalar_t>(bc),
-          options.eps, y.data<scalar_t>(), mean.data<double>(), var.data(), invstd.data<double>());
+      kc::batch_norm_forward_train_cpu<scalar_t>(d, xc.data<scalar_t>(), data_or_null<scalar_t>(wc),
+                                                 data_or_null<scalar_t>(bc), options.eps, relu,
+                                                 y.data<scalar_t>(), mean.data<double>(),
+                                                 var.data(), invstd.data<double>());
     });
     if (running_mean.defined())
       update_running_stats(running_mean, running_var, mean, var, count, options.momentum);
@@ -128,16 +131,17 @@ Tensor batch_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, Ten
     MCD_DISPATCH_FLOATING(x.dtype(), "batch_norm", {
       kc::batch_norm_forward_eval_cpu<scalar_t>(d, xc.data<scalar_t>(), data_or_null<scalar_t>(wc),
                                                 data_or_null<scalar_t>(bc), mean.data<double>(),
-                                                invstd.data<double>(), y.data<scalar_t>());
+                                                invstd.data<double>(), relu, y.data<scalar_t>());
     });
   }
 
-  // ---- vjp: dx, dweight, dbias
+  // ---- vjp: dx, dweight, dbias; with relu, those of dy masked by the recomputed ReLU mask
   const bool need_x = x.requires_grad();
   const bool need_w = weight.defined() && weight.requires_grad();
   const bool need_b = bias.defined() && bias.requires_grad();
-  record(y, "batch_norm", {x, weight, bias},
-         [xc, wc, mean, invstd, d, training, need_x, need_w, need_b,
+  const Tensor gate_bias = relu ? bc : Tensor();  // the mask needs the bias, the plain rules not
+  record(y, relu ? "batch_norm_relu" : "batch_norm", {x, weight, bias},
+         [xc, wc, gate_bias, mean, invstd, d, training, relu, need_x, need_w, need_b,
           shape = x.shape()](const Tensor& g) {
            const Tensor gc = detail::contiguous_data(g);
            const Device gdev = gc.device();
@@ -146,31 +150,35 @@ Tensor batch_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, Ten
            Tensor db = need_b ? Tensor::empty({d.c}, gc.dtype(), gdev) : Tensor();
            if (!gdev.is_cpu()) {
              require_device_ops<NnDeviceOps>("batch_norm backward", gc)
-                 .batch_norm_backward(d, training, gc, xc, wc, mean, invstd, dx, dw, db);
+                 .batch_norm_backward(d, training, relu, gc, xc, wc, gate_bias, mean, invstd, dx,
+                                      dw, db);
              return std::vector<Tensor>{dx, dw, db};
            }
            MCD_DISPATCH_FLOATING(gc.dtype(), "batch_norm backward", {
              kc::batch_norm_backward_cpu<scalar_t>(
-                 d, training, gc.data<scalar_t>(), xc.data<scalar_t>(), data_or_null<scalar_t>(wc),
-                 mean.data<double>(), invstd.data<double>(), data_or_null<scalar_t>(dx),
-                 data_or_null<scalar_t>(dw), data_or_null<scalar_t>(db));
+                 d, training, relu, gc.data<scalar_t>(), xc.data<scalar_t>(),
+                 data_or_null<scalar_t>(wc), data_or_null<scalar_t>(gate_bias), mean.data<double>(),
+                 invstd.data<double>(), data_or_null<scalar_t>(dx), data_or_null<scalar_t>(dw),
+                 data_or_null<scalar_t>(db));
            });
            return std::vector<Tensor>{dx, dw, db};
          });
 
-  // ---- jvp: y_t from x_t, weight_t, bias_t (exact through the batch statistics)
+  // ---- jvp: y_t from x_t, weight_t, bias_t (exact through the batch statistics); with relu,
+  // masked by the recomputed ReLU mask
   propagate_tangent(y, {x, weight, bias}, [&] {
     const Tensor xt = has_tangent(x) ? detail::contiguous_data(x.tangent()) : Tensor();
     const Tensor wt = has_tangent(weight) ? detail::contiguous_data(weight.tangent()) : Tensor();
     const Tensor bt = has_tangent(bias) ? detail::contiguous_data(bias.tangent()) : Tensor();
     Tensor yt = Tensor::empty(x.shape(), x.dtype(), dev);
     if (ops != nullptr) {
-      ops->batch_norm_jvp(d, training, xc, xt, wc, wt, bt, mean, invstd, yt);
+      ops->batch_norm_jvp(d, training, relu, xc, xt, wc, bc, wt, bt, mean, invstd, yt);
       return yt;
     }
     MCD_DISPATCH_FLOATING(x.dtype(), "batch_norm jvp", {
-      kc::batch_norm_jvp_cpu<scalar_t>(d, training, xc.data<scalar_t>(), data_or_null<scalar_t>(xt),
-                                       data_or_null<scalar_t>(wc), data_or_null<scalar_t>(wt),
+      kc::batch_norm_jvp_cpu<scalar_t>(d, training, relu, xc.data<scalar_t>(),
+                                       data_or_null<scalar_t>(xt), data_or_null<scalar_t>(wc),
+                                       data_or_null<scalar_t>(bc), data_or_null<scalar_t>(wt),
                                        data_or_null<scalar_t>(bt), mean.data<double>(),
                                        invstd.data<double>(), yt.data<scalar_t>());
     });

@@ -40,6 +40,9 @@ class BatchNorm2d : public Module {
  public:
   explicit BatchNorm2d(std::int64_t num_features, double eps = 1e-5, double momentum = 0.1);
   Tensor forward(const Tensor& x) override;  // (N, C, H, W) -> (N, C, H, W)
+  // relu(forward(x)) as one fused op: the same values, statistics and gradients, without
+  // keeping the pre-activation for the backward.
+  Tensor forward_relu(const Tensor& x);
 
   const Tensor& weight() const { return weight_; }  // (C)
   const Tensor& bias() const { return bias_; }      // (C)
@@ -51,6 +54,8 @@ class BatchNorm2d : public Module {
   double momentum() const { return momentum_; }
 
  private:
+  Tensor run(const Tensor& x, bool relu);
+
   std::int64_t num_features_;
   double eps_, momentum_;
   Tensor weight_, bias_, running_mean_, running_var_, num_batches_tracked_;

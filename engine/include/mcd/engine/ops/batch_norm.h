@@ -3,6 +3,9 @@
 // are given, update them in place with momentum (unbiased variance), as PyTorch does.
 // Eval: normalise with the running statistics. Differentiable in x, weight and bias in both
 // modes; in training mode the derivatives include the batch statistics exactly.
+// With options.relu the op is relu(batch_norm(...)) in one pass, equal to the composition bit
+// for bit (values, VJP, JVP) but without keeping the pre-activation for the backward: the ReLU
+// mask is recomputed from what batch norm saves anyway.
 #pragma once
 #include <mcd/engine/tensor.h>
 
@@ -12,6 +15,7 @@ struct BatchNormOptions {
   bool training = true;
   double momentum = 0.1;
   double eps = 1e-5;
+  bool relu = false;  // apply max(0, .) to the output in the same pass
 };
 
 Tensor batch_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, Tensor running_mean,

@@ -12,25 +12,29 @@
 
 namespace mcd::kernels::cuda {
 
+// relu: the fused relu(batch_norm) of the CPU contract; the VJP and JVP recompute the forward's
+// mask from x, mean, invstd, weight and bias (bias read only then).
 template <class T>
 void batch_norm_forward_train_cuda(const cpu::BatchNormDims& d, const T* x, const T* weight,
-                                   const T* bias, double eps, T* y, double* mean, double* var,
-                                   double* invstd, cudaStream_t stream);
+                                   const T* bias, double eps, bool relu, T* y, double* mean,
+                                   double* var, double* invstd, cudaStream_t stream);
 
 template <class T>
 void batch_norm_forward_eval_cuda(const cpu::BatchNormDims& d, const T* x, const T* weight,
-                                  const T* bias, const double* mean, const double* invstd, T* y,
-                                  cudaStream_t stream);
+                                  const T* bias, const double* mean, const double* invstd,
+                                  bool relu, T* y, cudaStream_t stream);
 
 template <class T>
-void batch_norm_backward_cuda(const cpu::BatchNormDims& d, bool training, const T* dy, const T* x,
-                              const T* weight, const double* mean, const double* invstd, T* dx,
-                              T* dweight, T* dbias, cudaStream_t stream);
+void batch_norm_backward_cuda(const cpu::BatchNormDims& d, bool training, bool relu, const T* dy,
+                              const T* x, const T* weight, const T* bias, const double* mean,
+                              const double* invstd, T* dx, T* dweight, T* dbias,
+                              cudaStream_t stream);
 
 template <class T>
-void batch_norm_jvp_cuda(const cpu::BatchNormDims& d, bool training, const T* x, const T* x_t,
-                         const T* weight, const T* weight_t, const T* bias_t, const double* mean,
-                         const double* invstd, T* y_t, cudaStream_t stream);
+void batch_norm_jvp_cuda(const cpu::BatchNormDims& d, bool training, bool relu, const T* x,
+                         const T* x_t, const T* weight, const T* bias, const T* weight_t,
+                         const T* bias_t, const double* mean, const double* invstd, T* y_t,
+                         cudaStream_t stream);
 
 // Running statistics R (float or double), c channels at element strides; mean, var, invstd
 // double (c). mean = running_mean, invstd = 1 / sqrt(running_var + eps).

@@ -50,16 +50,12 @@ double direction_gradient_factor(const optim::Sgd& opt, std::size_t i) {
   return o.nesterov ? 1.0 + o.momentum * b : b;
 }
 
-// Largest softmax probability per row: (B, V) -> (B).
+// Largest softmax probability per row: (B, V) -> (B). The largest probability is the one of
+// the arg-max class, exp(-ce(z, argmax z)), which stays on the device (no host round trip, so
+// the step can also be captured as a graph).
 Tensor confidence(const Tensor& logits) {
-  // The row maxima are taken on the host (B values; the C-Net input is detached anyway).
-  const Tensor p = softmax(logits.detach(), -1).to(Device::cpu()).to(DType::Float64).contiguous();
-  const std::int64_t B = p.size(0), V = p.size(1);
-  std::vector<double> out(static_cast<std::size_t>(B));
-  const double* pp = p.data<double>();
-  for (std::int64_t i = 0; i < B; ++i)
-    out[i] = *std::max_element(pp + i * V, pp + (i + 1) * V);
-  return Tensor::from_vector(out, {B}).to(logits.dtype()).to(logits.device());
+  const Tensor z = logits.detach();
+  return exp(neg(cross_entropy(z, argmax(z, 1))));
 }
 
 std::vector<Tensor> detached(const std::vector<Tensor>& ts) {

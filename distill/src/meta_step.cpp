@@ -118,20 +118,30 @@ MetaStepResult meta_gradient(const std::vector<StudentRef>& students, nn::CNet& 
   }
 
   // 1. Logits at theta_k (training-mode BatchNorm) and the C-Net's weights for the batch.
+  //    When the C-Net reads only the images, its weights come first and each student's
+  //    logits are made inside the loop below, so one student's graph is alive at a time
+  //    (the peak memory of the meta step); when it reads the students' signals, every
+  //    student's logits are needed first. Each student's loss depends only on its own
+  //    logits, so both orders give the same numbers.
+  const bool joint = cnet.config().input == nn::CNetInput::ImageStudents;
   std::vector<Tensor> logits(K);
-  for (std::size_t k = 0; k < K; ++k) {
+  auto logits_at_theta = [&](std::size_t k) {
     TrainModeScope mode(*students[k].model);
-    logits[k] = (*students[k].model)(train.images);
+    Tensor z = (*students[k].model)(train.images);
     buffers[k].restore();
-  }
+    return z;
+  };
+  if (joint)
+    for (std::size_t k = 0; k < K; ++k)
+      logits[k] = logits_at_theta(k);
   const Tensor w = cnet_weights(cnet, train.images, logits, teacher, train.labels);
   const Tensor alpha = alpha_of(w.detach()), beta = beta_of(w.detach());
-  const FusedLossOutput loss =
-      fused_distill_loss(detached(logits), teacher, train.labels, alpha, beta);
+  FusedLossOutput joint_loss;
+  if (joint) joint_loss = fused_distill_loss(detached(logits), teacher, train.labels, alpha, beta);
 
   MetaStepResult r;
   r.weights = w.detach();
-  r.student_losses = loss.loss;
+  std::vector<Tensor> student_losses;
   std::vector<double> meta_losses(K);
   const DType dtype = w.dtype();
   Tensor weight_grad = Tensor::zeros({B, 2 * static_cast<std::int64_t>(K)}, dtype, w.device());
@@ -140,7 +150,18 @@ MetaStepResult meta_gradient(const std::vector<StudentRef>& students, nn::CNet& 
     nn::Module& model = *students[k].model;
     const optim::Sgd& opt = *students[k].optimizer;
     const auto& p = params[k];
-    const Tensor dz = loss.grad_logits.slice(0, static_cast<std::int64_t>(k), k + 1).squeeze(0);
+    const auto ki = static_cast<std::int64_t>(k);
+    Tensor dz;
+    if (joint) {
+      dz = joint_loss.grad_logits.slice(0, ki, ki + 1).squeeze(0);
+    } else {
+      logits[k] = logits_at_theta(k);
+      const FusedLossOutput own =
+          fused_distill_loss({logits[k].detach()}, teacher, train.labels,
+                             alpha.slice(0, ki, ki + 1), beta.slice(0, ki, ki + 1));
+      dz = own.grad_logits.squeeze(0);
+      student_losses.push_back(own.loss);
+    }
     const std::vector<Tensor> g = grad({logits[k]}, p, {dz});
 
     // 2. theta' = theta - eta d(theta; g); M_k and v_k at theta' (training-mode BatchNorm).
@@ -182,7 +203,7 @@ MetaStepResult meta_gradient(const std::vector<StudentRef>& students, nn::CNet& 
     MCD_CHECK(logit_tangent.defined(), "meta_gradient: student {} produced no tangent", k);
 
     std::vector<Tensor> one_logits = {logits[k].detach()};
-    const auto ki = static_cast<std::int64_t>(k);
+    logits[k] = Tensor();  // this student's graph is no longer needed
     const FusedLossJvp j =
         fused_distill_loss_jvp(one_logits, teacher, train.labels, alpha.slice(0, ki, ki + 1),
                                beta.slice(0, ki, ki + 1), {logit_tangent});
@@ -193,6 +214,7 @@ MetaStepResult meta_gradient(const std::vector<StudentRef>& students, nn::CNet& 
         .copy_(mul(j.kl_t, scale * tau * tau).reshape({B, 1}));
   }
 
+  r.student_losses = joint ? joint_loss.loss : concat(student_losses, 0);
   // 4. Back-propagate dM/dw into the C-Net.
   r.meta_losses =
       Tensor::from_vector(meta_losses, {static_cast<std::int64_t>(K)}).to(dtype);  // host

@@ -78,12 +78,11 @@ std::vector<std::size_t> WeightingPolicy::select_guides(std::int64_t, std::size_
 FixedWeighting::FixedWeighting(std::string name, double alpha, double beta)
     : name_(std::move(name)), alpha_(alpha), beta_(beta) {}
 
-std::pair<Tensor, Tensor> FixedWeighting::weights(const LabelledBatch& batch, const TeacherTargets&,
-                                                  const std::vector<Tensor>& student_logits) {
-  const Shape shape = {static_cast<std::int64_t>(student_logits.size()), batch.labels.numel()};
-  const DType dtype = student_logits.at(0).dtype();
-  const Device device = student_logits[0].device();
-  return {Tensor::full(shape, alpha_, dtype, device), Tensor::full(shape, beta_, dtype, device)};
+std::pair<Tensor, Tensor> FixedWeighting::weights(const WeightInputs& in) {
+  const Shape shape = {in.students, in.batch.labels.numel()};
+  const Device device = in.batch.images.device();
+  return {Tensor::full(shape, alpha_, in.dtype, device),
+          Tensor::full(shape, beta_, in.dtype, device)};
 }
 
 std::unique_ptr<WeightingPolicy> ce_weighting() {
@@ -113,14 +112,11 @@ std::vector<std::size_t> DgkdWeighting::select_guides(std::int64_t iteration,
   return kept;
 }
 
-std::pair<Tensor, Tensor> DgkdWeighting::weights(const LabelledBatch& batch,
-                                                 const TeacherTargets& teacher,
-                                                 const std::vector<Tensor>& student_logits) {
-  const Shape shape = {static_cast<std::int64_t>(student_logits.size()), batch.labels.numel()};
-  const DType dtype = student_logits.at(0).dtype();
-  const Device device = student_logits[0].device();
-  return {Tensor::full(shape, 1.0 - a_, dtype, device),
-          Tensor::full(shape, a_ * static_cast<double>(teacher.guides), dtype, device)};
+std::pair<Tensor, Tensor> DgkdWeighting::weights(const WeightInputs& in) {
+  const Shape shape = {in.students, in.batch.labels.numel()};
+  const Device device = in.batch.images.device();
+  return {Tensor::full(shape, 1.0 - a_, in.dtype, device),
+          Tensor::full(shape, a_ * static_cast<double>(in.teacher.guides), in.dtype, device)};
 }
 
 // ---- C-Net weights and the meta step
@@ -165,12 +161,11 @@ void CNetWeighting::before_step(std::int64_t iteration, std::vector<Student>& st
   last_meta_loss_ = sum(r.meta_losses).item();
 }
 
-std::pair<Tensor, Tensor> CNetWeighting::weights(const LabelledBatch& batch,
-                                                 const TeacherTargets& teacher,
-                                                 const std::vector<Tensor>& student_logits) {
+std::pair<Tensor, Tensor> CNetWeighting::weights(const WeightInputs& in) {
   NoGradGuard no_grad;
   cnet_->train(batchnorm_train_);
-  const Tensor w = cnet_weights(*cnet_, batch.images, student_logits, teacher, batch.labels);
+  const Tensor w =
+      cnet_weights(*cnet_, in.batch.images, in.student_logits, in.teacher, in.batch.labels);
   return {alpha_of(w), beta_of(w)};
 }
 
@@ -276,6 +271,9 @@ Trainer::StepRecord Trainer::device_step(const LabelledBatch& lb, StudentStreams
     policy_->before_step(iteration_, students_, lb, teacher);
   }
 
+  if (!lanes.concurrent() && !policy_->weights_need_student_logits())
+    return students_one_at_a_time(lb, teacher);
+
   std::vector<Tensor> logits;
   lanes.fork_students();
   for (std::size_t k = 0; k < students_.size(); ++k) {
@@ -286,7 +284,8 @@ Trainer::StepRecord Trainer::device_step(const LabelledBatch& lb, StudentStreams
   lanes.join(lanes.teacher());
   lanes.join_students();
 
-  const auto [alpha, beta] = policy_->weights(lb, teacher, logits);
+  const auto [alpha, beta] = policy_->weights(
+      {lb, teacher, logits, static_cast<std::int64_t>(students_.size()), logits.front().dtype()});
   std::vector<Tensor> detached_logits;
   for (const Tensor& z : logits)
     detached_logits.push_back(z.detach());
@@ -309,6 +308,37 @@ Trainer::StepRecord Trainer::device_step(const LabelledBatch& lb, StudentStreams
   NoGradGuard no_grad;
   return {concat({out.loss.reshape({-1}), out.ce.reshape({-1}), out.kl.reshape({-1}),
                   alpha.reshape({-1}), beta.reshape({-1})},
+                 0),
+          concat(predictions, 0)};
+}
+
+Trainer::StepRecord Trainer::students_one_at_a_time(const LabelledBatch& lb,
+                                                    const TeacherTargets& teacher) {
+  // Each student's loss and gradient depend only on its own logits, the teachers' targets and
+  // its weights, so this gives the numbers of the joint pass, with one student's graph alive
+  // at a time.
+  const auto K = static_cast<std::int64_t>(students_.size());
+  const DType dtype = students_.front().model->parameters().front().dtype();
+  const auto [alpha, beta] = policy_->weights({lb, teacher, {}, K, dtype});
+  std::vector<Tensor> losses, ces, kls, predictions;
+  for (std::int64_t k = 0; k < K; ++k) {
+    Student& s = students_[static_cast<std::size_t>(k)];
+    s.model->train();
+    const Tensor z = (*s.model)(lb.images);
+    const Tensor zd = z.detach();
+    const FusedLossOutput out = fused_distill_loss(
+        {zd}, teacher, lb.labels, alpha.slice(0, k, k + 1), beta.slice(0, k, k + 1));
+    s.optimizer->zero_grad();
+    backward({z}, {out.grad_logits.squeeze(0)});
+    s.optimizer->step();
+    predictions.push_back(argmax(zd, 1));
+    losses.push_back(out.loss.reshape({-1}));
+    ces.push_back(out.ce.reshape({-1}));
+    kls.push_back(out.kl.reshape({-1}));
+  }
+  NoGradGuard no_grad;
+  return {concat({concat(losses, 0), concat(ces, 0), concat(kls, 0), alpha.reshape({-1}),
+                  beta.reshape({-1})},
                  0),
           concat(predictions, 0)};
 }

@@ -54,6 +54,18 @@ struct Student {
   Meters meters;
 };
 
+// What the per-sample weights of a step are computed from.
+struct WeightInputs {
+  const LabelledBatch& batch;
+  const TeacherTargets& teacher;
+  // The K students' logits on the batch; empty when the policy's weights do not need them
+  // (WeightingPolicy::weights_need_student_logits), which the trainer then asks for before
+  // any student runs.
+  const std::vector<Tensor>& student_logits;
+  std::int64_t students;  // K
+  DType dtype;            // the students' floating type
+};
+
 class WeightingPolicy {
  public:
   virtual ~WeightingPolicy() = default;
@@ -74,10 +86,12 @@ class WeightingPolicy {
   // acts_before_step says so.
   virtual void before_step(std::int64_t iteration, std::vector<Student>& students,
                            const LabelledBatch& batch, const TeacherTargets& teacher) {}
-  // alpha and beta (K, B), detached, for the batch given the students' logits on it.
-  virtual std::pair<Tensor, Tensor> weights(const LabelledBatch& batch,
-                                            const TeacherTargets& teacher,
-                                            const std::vector<Tensor>& student_logits) = 0;
+  // Whether weights() reads the students' logits. When it does not, and the students share one
+  // stream, the trainer runs them one at a time (forward, loss, backward, step), so that one
+  // student's activations are alive at a time instead of all of them.
+  virtual bool weights_need_student_logits() const { return false; }
+  // alpha and beta (K, B), detached, on the batch's device.
+  virtual std::pair<Tensor, Tensor> weights(const WeightInputs& in) = 0;
   virtual StateDict state_dict() const { return {}; }
   virtual void load_state_dict(const StateDict& state, const std::string& source) {}
 };
@@ -87,8 +101,7 @@ class FixedWeighting final : public WeightingPolicy {
   FixedWeighting(std::string name, double alpha, double beta);
   std::string name() const override { return name_; }
   bool needs_teacher() const override { return beta_ != 0.0; }
-  std::pair<Tensor, Tensor> weights(const LabelledBatch& batch, const TeacherTargets& teacher,
-                                    const std::vector<Tensor>& student_logits) override;
+  std::pair<Tensor, Tensor> weights(const WeightInputs& in) override;
 
  private:
   std::string name_;
@@ -111,8 +124,7 @@ class DgkdWeighting final : public WeightingPolicy {
   bool steps_replayable() const override { return drop_ == 0; }  // else the guides change
   std::vector<std::size_t> select_guides(std::int64_t iteration, std::size_t available) override;
   // beta = a times the number of guides averaged into the targets (the sum above).
-  std::pair<Tensor, Tensor> weights(const LabelledBatch& batch, const TeacherTargets& teacher,
-                                    const std::vector<Tensor>& student_logits) override;
+  std::pair<Tensor, Tensor> weights(const WeightInputs& in) override;
 
  private:
   double a_;
@@ -133,10 +145,12 @@ class CNetWeighting final : public WeightingPolicy {
     return iteration % meta_interval_ == 0;
   }
   std::vector<nn::Module*> modules() override { return {cnet_.get()}; }
+  bool weights_need_student_logits() const override {
+    return cnet_->config().input == nn::CNetInput::ImageStudents;
+  }
   void before_step(std::int64_t iteration, std::vector<Student>& students,
                    const LabelledBatch& batch, const TeacherTargets& teacher) override;
-  std::pair<Tensor, Tensor> weights(const LabelledBatch& batch, const TeacherTargets& teacher,
-                                    const std::vector<Tensor>& student_logits) override;
+  std::pair<Tensor, Tensor> weights(const WeightInputs& in) override;
   StateDict state_dict() const override;
   void load_state_dict(const StateDict& state, const std::string& source) override;
 
@@ -215,6 +229,7 @@ class Trainer {
   TeacherTargets teacher_targets(const Tensor& images);
   StudentStreams& streams_for(Device device);
   StepRecord device_step(const LabelledBatch& batch, StudentStreams& lanes);
+  StepRecord students_one_at_a_time(const LabelledBatch& batch, const TeacherTargets& teacher);
   bool step_by_graph(const data::Batch& batch, StudentStreams& lanes, StepRecord& record);
   GraphKey graph_key(const data::Batch& batch) const;
   std::vector<HostCounter> host_counters();

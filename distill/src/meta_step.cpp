@@ -134,13 +134,22 @@ MetaStepResult meta_gradient(const std::vector<StudentRef>& students, nn::CNet& 
   if (joint)
     for (std::size_t k = 0; k < K; ++k)
       logits[k] = logits_at_theta(k);
-  const Tensor w = cnet_weights(cnet, train.images, logits, teacher, train.labels);
-  const Tensor alpha = alpha_of(w.detach()), beta = beta_of(w.detach());
+  // The C-Net's weights without a graph: the graph is made again at the end, from the same
+  //    inputs and BatchNorm statistics, only to back-propagate dM/dw, so it is not alive while
+  //    the students' lookahead passes run. The repeated forward gives the same numbers.
+  const BufferSnapshot cnet_buffers(cnet);
+  const Tensor signals = joint ? student_signals(logits, teacher, train.labels) : Tensor();
+  Tensor w;
+  {
+    NoGradGuard no_grad;
+    w = cnet.weights(train.images, signals);
+  }
+  const Tensor alpha = alpha_of(w), beta = beta_of(w);
   FusedLossOutput joint_loss;
   if (joint) joint_loss = fused_distill_loss(detached(logits), teacher, train.labels, alpha, beta);
 
   MetaStepResult r;
-  r.weights = w.detach();
+  r.weights = w;
   std::vector<Tensor> student_losses;
   std::vector<double> meta_losses(K);
   const DType dtype = w.dtype();
@@ -219,7 +228,9 @@ MetaStepResult meta_gradient(const std::vector<StudentRef>& students, nn::CNet& 
   r.meta_losses =
       Tensor::from_vector(meta_losses, {static_cast<std::int64_t>(K)}).to(dtype);  // host
   r.weight_grad = weight_grad;
-  r.cnet_grads = grad({w}, cnet.parameters(), {weight_grad});
+  cnet_buffers.restore();
+  const Tensor w_with_graph = cnet.weights(train.images, signals);
+  r.cnet_grads = grad({w_with_graph}, cnet.parameters(), {weight_grad});
   return r;
 }
 

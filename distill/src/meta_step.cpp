@@ -172,6 +172,9 @@ MetaStepResult meta_gradient(const std::vector<StudentRef>& students, nn::CNet& 
       student_losses.push_back(own.loss);
     }
     const std::vector<Tensor> g = grad({logits[k]}, p, {dz});
+    // The graph at theta_k has served: dropping it now keeps it out of the lookahead passes.
+    const Tensor z_k = logits[k].detach();
+    logits[k] = Tensor();
 
     // 2. theta' = theta - eta d(theta; g); M_k and v_k at theta' (training-mode BatchNorm).
     std::vector<Tensor> saved;
@@ -211,8 +214,7 @@ MetaStepResult meta_gradient(const std::vector<StudentRef>& students, nn::CNet& 
     buffers[k].restore();
     MCD_CHECK(logit_tangent.defined(), "meta_gradient: student {} produced no tangent", k);
 
-    std::vector<Tensor> one_logits = {logits[k].detach()};
-    logits[k] = Tensor();  // this student's graph is no longer needed
+    std::vector<Tensor> one_logits = {z_k};
     const FusedLossJvp j =
         fused_distill_loss_jvp(one_logits, teacher, train.labels, alpha.slice(0, ki, ki + 1),
                                beta.slice(0, ki, ki + 1), {logit_tangent});

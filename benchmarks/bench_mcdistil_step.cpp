@@ -4,7 +4,10 @@
 // Reported: the median plain iteration, the median iteration with a meta step, the amortised
 // iteration ((L - 1) plain + 1 meta) / L, the meta step's cost in plain iterations, the
 // amortised overhead over a KD iteration (same models, no C-Net), and peak host memory.
-// The peer is benchmarks/torch_mcdistil_peer.py with the same arguments.
+// The peer is benchmarks/torch_mcdistil_peer.py with the same arguments. --schedules times the
+// trainer's schedules in one run: lanes+graphs (each student on a stream of its own, repeated
+// steps replayed as CUDA graphs: the default), lanes, graphs, serial (one stream, no graphs);
+// the first one listed gives the top-level numbers.
 // Runs on the CPU or, with --device cuda, on GPU 0. Output: one JSON object, then a table.
 #include <algorithm>
 #include <chrono>
@@ -46,6 +49,8 @@ struct Options {
   std::int64_t iterations = 0;  // 0: two meta intervals plus one iteration
   double tau = 4.0;
   mcd::Device device;
+  bool concurrent = true;  // students on streams of their own (Trainer::set_concurrent_students)
+  bool graphs = true;      // repeated steps replayed as graphs (Trainer::set_graphs)
 };
 
 // Waits for the device's queued work, so that host clocks time the whole step.
@@ -85,6 +90,8 @@ std::vector<std::int64_t> iota(std::int64_t n) {
 struct Timings {
   std::vector<double> plain, meta;  // seconds per iteration
   std::int64_t peak_bytes = 0;
+  std::int64_t peak_reserved_bytes = 0;  // the device's caching allocator (graphs keep a pool)
+  std::int64_t replayed = 0;             // timed iterations run by replaying a graph
 };
 
 // Runs `iterations` iterations (after one warm-up iteration that is not timed) and splits
@@ -127,6 +134,8 @@ Timings run(const Options& o, bool mcdistil, const mcd::data::Dataset& data) {
     policy = mcd::distill::kd_weighting(0.5);
   }
   mcd::distill::Trainer trainer(students, teacher, std::move(policy), o.tau);
+  trainer.set_concurrent_students(o.concurrent);
+  trainer.set_graphs(o.graphs);
   mcd::data::BatchIterator train(data, iota(n), lo);
   auto next_batch = [&] {
     mcd::data::Batch b;
@@ -152,6 +161,7 @@ Timings run(const Options& o, bool mcdistil, const mcd::data::Dataset& data) {
     mcd::kernels::cuda::DeviceAllocator::for_device(o.device.index).reset_peak();
 #endif
   Timings t;
+  const std::int64_t replayed_before = trainer.replayed_steps();
   const std::int64_t iterations = o.iterations > 0 ? o.iterations : 2 * o.interval + 1;
   for (std::int64_t i = 0; i < iterations; ++i) {
     const bool meta = mcdistil && trainer.iteration() % o.interval == 0;
@@ -164,11 +174,13 @@ Timings run(const Options& o, bool mcdistil, const mcd::data::Dataset& data) {
   // Peak memory where the models live: the host allocator, or the device's caching allocator.
   t.peak_bytes = mcd::host_memory_stats().peak_allocated_bytes;
 #ifdef MCD_HAVE_CUDA
-  if (!o.device.is_cpu())
-    t.peak_bytes = mcd::kernels::cuda::DeviceAllocator::for_device(o.device.index)
-                       .stats()
-                       .peak_allocated_bytes;
+  if (!o.device.is_cpu()) {
+    const auto st = mcd::kernels::cuda::DeviceAllocator::for_device(o.device.index).stats();
+    t.peak_bytes = st.peak_allocated_bytes;
+    t.peak_reserved_bytes = st.peak_reserved_bytes;
+  }
 #endif
+  t.replayed = trainer.replayed_steps() - replayed_before;
   return t;
 }
 
@@ -190,6 +202,12 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--threads", threads, "Threads (0: all)")->capture_default_str();
   std::string device = "cpu";
+  std::vector<std::string> schedules = {"lanes+graphs"};
+  app.add_option("--schedules", schedules,
+                 "trainer schedules to time in this run: lanes+graphs, lanes, graphs, serial (the "
+                 "first gives the top-level numbers)")
+      ->check(CLI::IsMember({"lanes+graphs", "lanes", "graphs", "serial"}))
+      ->capture_default_str();
   bool tf32 = false;
   app.add_flag("--tf32", tf32, "CUDA: TF32 tensor-core math in float32 GEMMs and convolutions");
   app.add_option("--device", device, "cpu or cuda")
@@ -212,11 +230,32 @@ int main(int argc, char** argv) {
   if (threads > 0) omp_set_num_threads(threads);
 
   const mcd::data::Dataset data = synthetic(o, o.batch * 4);
-  const Timings kd = run(o, false, data);
-  const Timings mc = run(o, true, data);
-  const double kd_s = median(kd.plain), plain_s = median(mc.plain), meta_s = median(mc.meta);
   const double L = static_cast<double>(o.interval);
-  const double amortised_s = ((L - 1.0) * plain_s + meta_s) / L;
+  struct Result {
+    Timings kd, mc;
+    double kd_s, plain_s, meta_s, amortised_s;
+  };
+  auto time_schedule = [&](const std::string& schedule) {
+    Options so = o;
+    so.concurrent = schedule == "lanes+graphs" || schedule == "lanes";
+    so.graphs = schedule == "lanes+graphs" || schedule == "graphs";
+    Result r;
+    r.kd = run(so, false, data);
+    r.mc = run(so, true, data);
+    r.kd_s = median(r.kd.plain);
+    r.plain_s = median(r.mc.plain);
+    r.meta_s = median(r.mc.meta);
+    r.amortised_s = ((L - 1.0) * r.plain_s + r.meta_s) / L;
+    return r;
+  };
+  std::vector<Result> results;
+  for (const std::string& s : schedules)
+    results.push_back(time_schedule(s));
+  const Result& main_result = results.front();
+  const Timings& kd = main_result.kd;
+  const Timings& mc = main_result.mc;
+  const double kd_s = main_result.kd_s, plain_s = main_result.plain_s, meta_s = main_result.meta_s,
+               amortised_s = main_result.amortised_s;
   nlohmann::json j = {{"bench", "mcdistil_step"},
                       {"device", o.device.str()},
                       {"tf32", tf32},
@@ -235,7 +274,29 @@ int main(int argc, char** argv) {
                       {"meta_step_in_plain_iterations", (meta_s - plain_s) / plain_s},
                       {"amortised_overhead_over_kd", amortised_s / kd_s - 1.0},
                       {"kd_peak_bytes", kd.peak_bytes},
-                      {"mcdistil_peak_bytes", mc.peak_bytes}};
+                      {"mcdistil_peak_bytes", mc.peak_bytes},
+                      {"kd_peak_reserved_bytes", kd.peak_reserved_bytes},
+                      {"mcdistil_peak_reserved_bytes", mc.peak_reserved_bytes},
+                      {"schedule", schedules.front()},
+                      {"replayed_iterations", kd.replayed + mc.replayed}};
+  // Every schedule, and each one's speed against the serial one where it was timed.
+  const auto serial = std::find(schedules.begin(), schedules.end(), "serial");
+  for (std::size_t i = 0; i < schedules.size(); ++i) {
+    const Result& r = results[i];
+    nlohmann::json e = {{"kd_iteration_ms", r.kd_s * 1e3},
+                        {"plain_iteration_ms", r.plain_s * 1e3},
+                        {"meta_iteration_ms", r.meta_s * 1e3},
+                        {"amortised_iteration_ms", r.amortised_s * 1e3},
+                        {"mcdistil_peak_bytes", r.mc.peak_bytes},
+                        {"mcdistil_peak_reserved_bytes", r.mc.peak_reserved_bytes},
+                        {"replayed_iterations", r.kd.replayed + r.mc.replayed}};
+    if (serial != schedules.end()) {
+      const Result& s = results[static_cast<std::size_t>(serial - schedules.begin())];
+      e["kd_speedup_over_serial"] = s.kd_s / r.kd_s;
+      e["amortised_speedup_over_serial"] = s.amortised_s / r.amortised_s;
+    }
+    j["schedules"][schedules[i]] = e;
+  }
   fmt::print("{}\n", j.dump());
   fmt::print("\n{:<28} {:>10}\n", fmt::format("MC-Distil iteration ({})", o.device.str()), "ms");
   fmt::print("{:<28} {:>10.1f}\n", "KD iteration", kd_s * 1e3);
@@ -244,5 +305,11 @@ int main(int argc, char** argv) {
   fmt::print("{:<28} {:>10.1f}\n", fmt::format("amortised, L = {}", o.interval), amortised_s * 1e3);
   fmt::print("meta step = {:.2f} plain iterations; amortised overhead over KD {:+.1f}%\n",
              (meta_s - plain_s) / plain_s, 100.0 * (amortised_s / kd_s - 1.0));
+  if (schedules.size() > 1) {
+    fmt::print("\n{:<14} {:>8} {:>12} {:>10}\n", "schedule", "KD ms", "amortised ms", "replayed");
+    for (std::size_t i = 0; i < schedules.size(); ++i)
+      fmt::print("{:<14} {:>8.1f} {:>12.1f} {:>10}\n", schedules[i], results[i].kd_s * 1e3,
+                 results[i].amortised_s * 1e3, results[i].kd.replayed + results[i].mc.replayed);
+  }
   return 0;
 }

@@ -130,6 +130,12 @@ std::vector<KeySpec> make_key_table() {
       MCD_KEY("run", "device", run.device, one_of({"cpu", "cuda"}),
               "where to train: cpu, or cuda (GPU 0; the CPU, with a message, when no GPU or no "
               "CUDA backend is available)"),
+      MCD_KEY("run", "student_streams", run.student_streams, any_value(),
+              "cuda: run the teacher and each student on a stream of their own, side by side "
+              "(same results; false: everything on one stream)"),
+      MCD_KEY("run", "cuda_graphs", run.cuda_graphs, any_value(),
+              "cuda: capture a repeated training step once as a CUDA graph and replay it with one "
+              "launch (same results; meta steps and the first step of each epoch run eagerly)"),
       MCD_KEY("run", "methods", run.methods,
               distinct_list({"ce", "kd", "takd", "dgkd", "mcdistil"}),
               "distillation methods, run in turn from the same warm-started students"),

@@ -25,7 +25,9 @@ struct RunConfig {
   std::int64_t seed = 0;
   std::int64_t threads = 0;  // 0: all cores
   bool progress = true;
-  std::string device = "cpu";  // cpu | cuda (falls back to the CPU when no device is usable)
+  std::string device = "cpu";   // cpu | cuda (falls back to the CPU when no device is usable)
+  bool student_streams = true;  // cuda: each student on a stream of its own
+  bool cuda_graphs = true;      // cuda: repeated steps captured once and replayed as a graph
   // Run in this order, each from the same warm-started students.
   std::vector<std::string> methods = {"ce", "kd", "mcdistil"};  // ce|kd|takd|dgkd|mcdistil
   bool operator==(const RunConfig&) const = default;

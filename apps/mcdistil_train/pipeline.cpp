@@ -269,6 +269,8 @@ int run_pipeline(const Config& c, const PipelineOptions& o, const std::atomic<bo
   }
   DataSplits d = make_splits(c, dataset);
   d.device = resolve_device(c.run.device);
+  d.student_streams = c.run.student_streams;
+  d.graphs = c.run.cuda_graphs;
 
   RunDirectory run(c.run.dir.empty() ? default_run_dir(c) : c.run.dir);
   if (c.data.label_noise != "none") {

@@ -214,6 +214,8 @@ StageResult run_stage(const StageSpec& spec, const DataSplits& d,
     students.push_back(std::move(s));
   }
   distill::Trainer trainer(students, std::move(teachers), make_policy(), tau);
+  trainer.set_concurrent_students(d.student_streams);
+  trainer.set_graphs(d.graphs);
 
   data::LoaderOptions lo;
   lo.batch_size = d.batch_size;

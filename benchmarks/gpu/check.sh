@@ -91,8 +91,11 @@ first_line_to() {
   return $rc
 }
 export -f first_line_to  # step runs it under timeout, in a child bash
-step mcdistil_ours "${MCD_T_MCD:-90}" bash -c 'first_line_to "$@"' _ "$logs/mcdistil_ours.json" \
-  "$dist/bin/bench_mcdistil_step" --device cuda
+# Four schedules in the same run: students on streams of their own with repeated steps replayed
+# as CUDA graphs (the default, first: the top-level numbers), lanes alone, graphs alone, and
+# one stream without graphs.
+step mcdistil_ours "${MCD_T_MCD:-150}" bash -c 'first_line_to "$@"' _ "$logs/mcdistil_ours.json" \
+  "$dist/bin/bench_mcdistil_step" --device cuda --schedules lanes+graphs lanes graphs serial
 step mcdistil_torch "${MCD_T_MCD_TORCH:-120}" bash -c 'first_line_to "$@"' _ \
   "$logs/mcdistil_torch.json" "$py" "$dist/torch_mcdistil_peer.py"
 # Where our step's device time goes: Nsight Compute times every kernel of about two KD
@@ -101,7 +104,7 @@ ncu_bin="$(command -v ncu 2>/dev/null || ls /usr/local/cuda/bin/ncu /opt/nvidia/
 if [ -n "$ncu_bin" ]; then
   step profile "${MCD_T_PROFILE:-90}" bash -c '"$0" --csv --page raw --metrics gpu__time_duration.sum \
     --launch-skip "${MCD_PROFILE_SKIP:-4000}" --launch-count "${MCD_PROFILE_COUNT:-2500}" \
-    "$1" --device cuda --iterations 4 >"$2.csv" 2>"$2.err"; rc=$?; \
+    "$1" --device cuda --schedules serial --iterations 4 >"$2.csv" 2>"$2.err"; rc=$?; \
     "$3" "$4" sgd_step_kernel <"$2.csv" >"$2.all"; head -1 "$2.all" >"$2"; cat "$2.all"; \
     tail -5 "$2.err"; exit $rc' \
     "$ncu_bin" "$dist/bin/bench_mcdistil_step" "$logs/profile.json" "$py" "$dist/kernel_times.py"

@@ -148,6 +148,16 @@ def main():
         metric("ours: amortised overhead over KD at L", o, "%", "<= 5", o <= 5.0)
         metric("ours: amortised MC-Distil iteration", ours["amortised_iteration_ms"], "ms", "info",
                None)
+        # Concurrency: K students on K streams with graphs (and each alone) against the same
+        # on one stream without graphs, timed in the same run.
+        for name, sched in ours.get("schedules", {}).items():
+            metric(f"ours, {name}: amortised iteration", sched["amortised_iteration_ms"], "ms",
+                   "info", None)
+            if "amortised_speedup_over_serial" in sched and name != "serial":
+                metric(f"ours, {name} vs serial (amortised / KD)",
+                       sched["amortised_speedup_over_serial"], "x", "info", None)
+                metric(f"ours, {name} vs serial (KD)", sched["kd_speedup_over_serial"], "x",
+                       "info", None)
     if peer:
         metric("peer: amortised MC-Distil iteration", peer["amortised_iteration_ms"], "ms", "info",
                None)

@@ -50,16 +50,12 @@ double direction_gradient_factor(const optim::Sgd& opt, std::size_t i) {
   return o.nesterov ? 1.0 + o.momentum * b : b;
 }
 
-// Largest softmax probability per row: (B, V) -> (B).
+// Largest softmax probability per row: (B, V) -> (B). The largest probability is the one of
+// the arg-max class, exp(-ce(z, argmax z)), which stays on the device (no host round trip, so
+// the step can also be captured as a graph).
 Tensor confidence(const Tensor& logits) {
-  // The row maxima are taken on the host (B values; the C-Net input is detached anyway).
-  const Tensor p = softmax(logits.detach(), -1).to(Device::cpu()).to(DType::Float64).contiguous();
-  const std::int64_t B = p.size(0), V = p.size(1);
-  std::vector<double> out(static_cast<std::size_t>(B));
-  const double* pp = p.data<double>();
-  for (std::int64_t i = 0; i < B; ++i)
-    out[i] = *std::max_element(pp + i * V, pp + (i + 1) * V);
-  return Tensor::from_vector(out, {B}).to(logits.dtype()).to(logits.device());
+  const Tensor z = logits.detach();
+  return exp(neg(cross_entropy(z, argmax(z, 1))));
 }
 
 std::vector<Tensor> detached(const std::vector<Tensor>& ts) {
@@ -122,20 +118,39 @@ MetaStepResult meta_gradient(const std::vector<StudentRef>& students, nn::CNet& 
   }
 
   // 1. Logits at theta_k (training-mode BatchNorm) and the C-Net's weights for the batch.
+  //    When the C-Net reads only the images, its weights come first and each student's
+  //    logits are made inside the loop below, so one student's graph is alive at a time
+  //    (the peak memory of the meta step); when it reads the students' signals, every
+  //    student's logits are needed first. Each student's loss depends only on its own
+  //    logits, so both orders give the same numbers.
+  const bool joint = cnet.config().input == nn::CNetInput::ImageStudents;
   std::vector<Tensor> logits(K);
-  for (std::size_t k = 0; k < K; ++k) {
+  auto logits_at_theta = [&](std::size_t k) {
     TrainModeScope mode(*students[k].model);
-    logits[k] = (*students[k].model)(train.images);
+    Tensor z = (*students[k].model)(train.images);
     buffers[k].restore();
+    return z;
+  };
+  if (joint)
+    for (std::size_t k = 0; k < K; ++k)
+      logits[k] = logits_at_theta(k);
+  // The C-Net's weights without a graph: the graph is made again at the end, from the same
+  //    inputs and BatchNorm statistics, only to back-propagate dM/dw, so it is not alive while
+  //    the students' lookahead passes run. The repeated forward gives the same numbers.
+  const BufferSnapshot cnet_buffers(cnet);
+  const Tensor signals = joint ? student_signals(logits, teacher, train.labels) : Tensor();
+  Tensor w;
+  {
+    NoGradGuard no_grad;
+    w = cnet.weights(train.images, signals);
   }
-  const Tensor w = cnet_weights(cnet, train.images, logits, teacher, train.labels);
-  const Tensor alpha = alpha_of(w.detach()), beta = beta_of(w.detach());
-  const FusedLossOutput loss =
-      fused_distill_loss(detached(logits), teacher, train.labels, alpha, beta);
+  const Tensor alpha = alpha_of(w), beta = beta_of(w);
+  FusedLossOutput joint_loss;
+  if (joint) joint_loss = fused_distill_loss(detached(logits), teacher, train.labels, alpha, beta);
 
   MetaStepResult r;
-  r.weights = w.detach();
-  r.student_losses = loss.loss;
+  r.weights = w;
+  std::vector<Tensor> student_losses;
   std::vector<double> meta_losses(K);
   const DType dtype = w.dtype();
   Tensor weight_grad = Tensor::zeros({B, 2 * static_cast<std::int64_t>(K)}, dtype, w.device());
@@ -144,8 +159,22 @@ MetaStepResult meta_gradient(const std::vector<StudentRef>& students, nn::CNet& 
     nn::Module& model = *students[k].model;
     const optim::Sgd& opt = *students[k].optimizer;
     const auto& p = params[k];
-    const Tensor dz = loss.grad_logits.slice(0, static_cast<std::int64_t>(k), k + 1).squeeze(0);
+    const auto ki = static_cast<std::int64_t>(k);
+    Tensor dz;
+    if (joint) {
+      dz = joint_loss.grad_logits.slice(0, ki, ki + 1).squeeze(0);
+    } else {
+      logits[k] = logits_at_theta(k);
+      const FusedLossOutput own =
+          fused_distill_loss({logits[k].detach()}, teacher, train.labels,
+                             alpha.slice(0, ki, ki + 1), beta.slice(0, ki, ki + 1));
+      dz = own.grad_logits.squeeze(0);
+      student_losses.push_back(own.loss);
+    }
     const std::vector<Tensor> g = grad({logits[k]}, p, {dz});
+    // The graph at theta_k has served: dropping it now keeps it out of the lookahead passes.
+    const Tensor z_k = logits[k].detach();
+    logits[k] = Tensor();
 
     // 2. theta' = theta - eta d(theta; g); M_k and v_k at theta' (training-mode BatchNorm).
     std::vector<Tensor> saved;
@@ -185,8 +214,7 @@ MetaStepResult meta_gradient(const std::vector<StudentRef>& students, nn::CNet& 
     buffers[k].restore();
     MCD_CHECK(logit_tangent.defined(), "meta_gradient: student {} produced no tangent", k);
 
-    std::vector<Tensor> one_logits = {logits[k].detach()};
-    const auto ki = static_cast<std::int64_t>(k);
+    std::vector<Tensor> one_logits = {z_k};
     const FusedLossJvp j =
         fused_distill_loss_jvp(one_logits, teacher, train.labels, alpha.slice(0, ki, ki + 1),
                                beta.slice(0, ki, ki + 1), {logit_tangent});
@@ -197,11 +225,14 @@ MetaStepResult meta_gradient(const std::vector<StudentRef>& students, nn::CNet& 
         .copy_(mul(j.kl_t, scale * tau * tau).reshape({B, 1}));
   }
 
+  r.student_losses = joint ? joint_loss.loss : concat(student_losses, 0);
   // 4. Back-propagate dM/dw into the C-Net.
   r.meta_losses =
       Tensor::from_vector(meta_losses, {static_cast<std::int64_t>(K)}).to(dtype);  // host
   r.weight_grad = weight_grad;
-  r.cnet_grads = grad({w}, cnet.parameters(), {weight_grad});
+  cnet_buffers.restore();
+  const Tensor w_with_graph = cnet.weights(train.images, signals);
+  r.cnet_grads = grad({w_with_graph}, cnet.parameters(), {weight_grad});
   return r;
 }
 

@@ -4,11 +4,15 @@
 #include <algorithm>
 #include <cmath>
 #include <numeric>
+#include <string>
+
+#include <fmt/format.h>
 
 #include <mcd/engine/autograd.h>
 #include <mcd/engine/generator.h>
 #include <mcd/engine/ops/reduce.h>
 #include <mcd/engine/ops/shape_ops.h>
+#include <mcd/engine/stream.h>
 
 namespace mcd::distill {
 
@@ -74,12 +78,11 @@ std::vector<std::size_t> WeightingPolicy::select_guides(std::int64_t, std::size_
 FixedWeighting::FixedWeighting(std::string name, double alpha, double beta)
     : name_(std::move(name)), alpha_(alpha), beta_(beta) {}
 
-std::pair<Tensor, Tensor> FixedWeighting::weights(const LabelledBatch& batch, const TeacherTargets&,
-                                                  const std::vector<Tensor>& student_logits) {
-  const Shape shape = {static_cast<std::int64_t>(student_logits.size()), batch.labels.numel()};
-  const DType dtype = student_logits.at(0).dtype();
-  const Device device = student_logits[0].device();
-  return {Tensor::full(shape, alpha_, dtype, device), Tensor::full(shape, beta_, dtype, device)};
+std::pair<Tensor, Tensor> FixedWeighting::weights(const WeightInputs& in) {
+  const Shape shape = {in.students, in.batch.labels.numel()};
+  const Device device = in.batch.images.device();
+  return {Tensor::full(shape, alpha_, in.dtype, device),
+          Tensor::full(shape, beta_, in.dtype, device)};
 }
 
 std::unique_ptr<WeightingPolicy> ce_weighting() {
@@ -109,14 +112,11 @@ std::vector<std::size_t> DgkdWeighting::select_guides(std::int64_t iteration,
   return kept;
 }
 
-std::pair<Tensor, Tensor> DgkdWeighting::weights(const LabelledBatch& batch,
-                                                 const TeacherTargets& teacher,
-                                                 const std::vector<Tensor>& student_logits) {
-  const Shape shape = {static_cast<std::int64_t>(student_logits.size()), batch.labels.numel()};
-  const DType dtype = student_logits.at(0).dtype();
-  const Device device = student_logits[0].device();
-  return {Tensor::full(shape, 1.0 - a_, dtype, device),
-          Tensor::full(shape, a_ * static_cast<double>(teacher.guides), dtype, device)};
+std::pair<Tensor, Tensor> DgkdWeighting::weights(const WeightInputs& in) {
+  const Shape shape = {in.students, in.batch.labels.numel()};
+  const Device device = in.batch.images.device();
+  return {Tensor::full(shape, 1.0 - a_, in.dtype, device),
+          Tensor::full(shape, a_ * static_cast<double>(in.teacher.guides), in.dtype, device)};
 }
 
 // ---- C-Net weights and the meta step
@@ -145,7 +145,7 @@ LabelledBatch CNetWeighting::next_meta_batch() {
 
 void CNetWeighting::before_step(std::int64_t iteration, std::vector<Student>& students,
                                 const LabelledBatch& batch, const TeacherTargets& teacher) {
-  if (iteration % meta_interval_ != 0) return;
+  if (!acts_before_step(iteration)) return;
   std::vector<StudentRef> refs;
   for (Student& s : students)
     refs.push_back({s.model.get(), s.optimizer.get()});
@@ -161,12 +161,11 @@ void CNetWeighting::before_step(std::int64_t iteration, std::vector<Student>& st
   last_meta_loss_ = sum(r.meta_losses).item();
 }
 
-std::pair<Tensor, Tensor> CNetWeighting::weights(const LabelledBatch& batch,
-                                                 const TeacherTargets& teacher,
-                                                 const std::vector<Tensor>& student_logits) {
+std::pair<Tensor, Tensor> CNetWeighting::weights(const WeightInputs& in) {
   NoGradGuard no_grad;
   cnet_->train(batchnorm_train_);
-  const Tensor w = cnet_weights(*cnet_, batch.images, student_logits, teacher, batch.labels);
+  const Tensor w =
+      cnet_weights(*cnet_, in.batch.images, in.student_logits, in.teacher, in.batch.labels);
   return {alpha_of(w), beta_of(w)};
 }
 
@@ -234,29 +233,70 @@ TeacherTargets Trainer::teacher_targets(const Tensor& images) {
   return make_mixture_targets(logits, tau_);
 }
 
+StudentStreams& Trainer::streams_for(Device device) {
+  if (!streams_ || streams_->device() != device || lanes_requested_ != concurrent_) {
+    streams_ = std::make_unique<StudentStreams>(device, students_.size(), concurrent_);
+    lanes_requested_ = concurrent_;
+  }
+  streams_->begin_step();
+  return *streams_;
+}
+
 void Trainer::step(const data::Batch& batch) {
   // Batches arrive on the host; every model of a trainer lives on the students' device.
   const Device device = nn::model_device(*students_.front().model);
-  const LabelledBatch lb{batch.images.to(device), batch.labels.to(device)};
-  const TeacherTargets teacher = teacher_targets(lb.images);
-  policy_->before_step(iteration_, students_, lb, teacher);
+  StepRecord record;
+  if (!step_by_graph(batch, streams_for(device), record)) {
+    const LabelledBatch lb{batch.images.to(device), batch.labels.to(device)};
+    record = device_step(lb, streams_for(device));  // anew: a failed capture turns lanes off
+  }
+  accumulate_meters(record, batch.labels);
+  ++iteration_;
+}
+
+Trainer::StepRecord Trainer::device_step(const LabelledBatch& lb, StudentStreams& lanes) {
+  // The teachers on their lane, beside the students' forwards. Every tensor that crosses lanes
+  // (the batch, the teachers' targets, the logits, the loss's output) lives until the lanes
+  // have joined main at the end, so no lane reuses its memory too early.
+  lanes.fork(lanes.teacher());
+  TeacherTargets teacher;
+  {
+    const StreamGuard on(lanes.teacher());
+    teacher = teacher_targets(lb.images);
+  }
+  // The meta step reads the teachers' targets and rewrites (then restores) the students'
+  // BatchNorm statistics, so the students' forwards wait for it.
+  if (policy_->acts_before_step(iteration_)) {
+    lanes.join(lanes.teacher());
+    policy_->before_step(iteration_, students_, lb, teacher);
+  }
+
+  if (!lanes.concurrent() && !policy_->weights_need_student_logits())
+    return students_one_at_a_time(lb, teacher);
 
   std::vector<Tensor> logits;
-  for (Student& s : students_) {
-    s.model->train();
-    logits.push_back((*s.model)(lb.images));
+  lanes.fork_students();
+  for (std::size_t k = 0; k < students_.size(); ++k) {
+    const StreamGuard on(lanes.student(k));
+    students_[k].model->train();
+    logits.push_back((*students_[k].model)(lb.images));
   }
-  const auto [alpha, beta] = policy_->weights(lb, teacher, logits);
+  lanes.join(lanes.teacher());
+  lanes.join_students();
+
+  const auto [alpha, beta] = policy_->weights(
+      {lb, teacher, logits, static_cast<std::int64_t>(students_.size()), logits.front().dtype()});
   std::vector<Tensor> detached_logits;
   for (const Tensor& z : logits)
     detached_logits.push_back(z.detach());
   const FusedLossOutput out = fused_distill_loss(detached_logits, teacher, lb.labels, alpha, beta);
 
-  // Every student's backward and step first; the meters' values come back in two copies at
-  // the end, so a device runs the whole step without waiting for the host in between.
-  const std::int64_t B = batch.labels.numel();
+  // Every student's backward and step; the meters' values stay on the device, so a device runs
+  // the whole step without waiting for the host in between.
   std::vector<Tensor> predictions;
+  lanes.fork_students();
   for (std::size_t k = 0; k < students_.size(); ++k) {
+    const StreamGuard on(lanes.student(k));
     Student& s = students_[k];
     const auto ki = static_cast<std::int64_t>(k);
     s.optimizer->zero_grad();
@@ -264,17 +304,149 @@ void Trainer::step(const data::Batch& batch) {
     s.optimizer->step();
     predictions.push_back(argmax(detached_logits[k], 1));
   }
+  lanes.join_students();
+  NoGradGuard no_grad;
+  return {concat({out.loss.reshape({-1}), out.ce.reshape({-1}), out.kl.reshape({-1}),
+                  alpha.reshape({-1}), beta.reshape({-1})},
+                 0),
+          concat(predictions, 0)};
+}
+
+Trainer::StepRecord Trainer::students_one_at_a_time(const LabelledBatch& lb,
+                                                    const TeacherTargets& teacher) {
+  // Each student's loss and gradient depend only on its own logits, the teachers' targets and
+  // its weights, so this gives the numbers of the joint pass, with one student's graph alive
+  // at a time.
+  const auto K = static_cast<std::int64_t>(students_.size());
+  const DType dtype = students_.front().model->parameters().front().dtype();
+  const auto [alpha, beta] = policy_->weights({lb, teacher, {}, K, dtype});
+  std::vector<Tensor> losses, ces, kls, predictions;
+  for (std::int64_t k = 0; k < K; ++k) {
+    Student& s = students_[static_cast<std::size_t>(k)];
+    s.model->train();
+    const Tensor z = (*s.model)(lb.images);
+    const Tensor zd = z.detach();
+    const FusedLossOutput out = fused_distill_loss(
+        {zd}, teacher, lb.labels, alpha.slice(0, k, k + 1), beta.slice(0, k, k + 1));
+    s.optimizer->zero_grad();
+    backward({z}, {out.grad_logits.squeeze(0)});
+    s.optimizer->step();
+    predictions.push_back(argmax(zd, 1));
+    losses.push_back(out.loss.reshape({-1}));
+    ces.push_back(out.ce.reshape({-1}));
+    kls.push_back(out.kl.reshape({-1}));
+  }
+  NoGradGuard no_grad;
+  return {concat({concat(losses, 0), concat(ces, 0), concat(kls, 0), alpha.reshape({-1}),
+                  beta.reshape({-1})},
+                 0),
+          concat(predictions, 0)};
+}
+
+Trainer::GraphKey Trainer::graph_key(const data::Batch& batch) const {
+  GraphKey key;
+  for (std::int64_t d : batch.images.shape())
+    key.values.push_back(static_cast<double>(d));
+  key.values.push_back(static_cast<double>(batch.labels.numel()));
+  key.values.push_back(concurrent_ ? 1.0 : 0.0);
+  for (const Student& s : students_)
+    key.values.push_back(s.optimizer->lr());
+  return key;
+}
+
+std::vector<Trainer::HostCounter> Trainer::host_counters() {
+  std::vector<nn::Module*> models;
+  for (Student& s : students_)
+    models.push_back(s.model.get());
+  for (auto& t : teachers_)
+    models.push_back(t.get());
+  for (nn::Module* m : policy_->modules())
+    models.push_back(m);
+  std::vector<HostCounter> counters;
+  for (nn::Module* m : models)
+    for (const auto& [name, b] : m->named_buffers())
+      if (b.dtype() == DType::Int64 && b.device().is_cpu() && b.is_contiguous()) {
+        const auto* v = b.data<std::int64_t>();
+        counters.push_back({b, std::vector<std::int64_t>(v, v + b.numel()), {}});
+      }
+  return counters;
+}
+
+bool Trainer::step_by_graph(const data::Batch& batch, StudentStreams& lanes, StepRecord& record) {
+  if (!graphs_ || graph_failed_ || lanes.device().is_cpu() || !policy_->steps_replayable() ||
+      policy_->acts_before_step(iteration_))
+    return false;
+  const GraphKey key = graph_key(batch);
+  if (!graph_ || !(key == graph_key_)) {
+    graph_.reset();  // its memory goes back before a new capture takes any
+    graph_outputs_ = {};
+    // The first step of a kind runs eagerly: it chooses convolution algorithms, creates
+    // library handles and optimizer state, none of which a capture may do.
+    if (!(key == seen_key_)) {
+      seen_key_ = key;
+      return false;
+    }
+    const Device device = lanes.device();
+    graph_inputs_ = {batch.images.to(device), batch.labels.to(device)};
+    graph_counters_ = host_counters();
+    std::string failure;
+    try {
+      graph_ = DeviceGraph::capture(lanes.main(),
+                                    [&] { graph_outputs_ = device_step(graph_inputs_, lanes); });
+    } catch (const Error& e) {
+      failure = e.what();
+      graph_.reset();
+    }
+    if (!graph_) {
+      // The captured code ran on the host: undo what it counted there, and never try again.
+      for (HostCounter& c : graph_counters_)
+        std::copy(c.before.begin(), c.before.end(), c.buffer.data<std::int64_t>());
+      graph_failed_ = true;
+      graph_outputs_ = {};
+      graph_inputs_ = {};
+      if (!failure.empty()) {
+        // The lanes took part in the broken capture: one stream is the safe way on.
+        fmt::print(stderr,
+                   "Trainer: capturing the step as a CUDA graph failed; every step runs without "
+                   "graphs, on one stream, from now on. {}\n",
+                   failure);
+        concurrent_ = false;
+      }
+      return false;
+    }
+    for (HostCounter& c : graph_counters_) {
+      const auto* v = c.buffer.data<std::int64_t>();
+      for (std::size_t i = 0; i < c.before.size(); ++i)
+        c.step.push_back(v[i] - c.before[i]);
+    }
+    graph_key_ = key;
+    ++captures_;
+  } else {
+    graph_inputs_.images.copy_(batch.images);
+    graph_inputs_.labels.copy_(batch.labels);
+    for (HostCounter& c : graph_counters_) {
+      auto* v = c.buffer.data<std::int64_t>();
+      for (std::size_t i = 0; i < c.step.size(); ++i)
+        v[i] += c.step[i];
+    }
+  }
+  // A capture runs nothing: its first replay is this step.
+  graph_->replay(lanes.main());
+  ++replayed_;
+  record = graph_outputs_;
+  return true;
+}
+
+void Trainer::accumulate_meters(const StepRecord& record, const Tensor& labels) {
   std::vector<double> values;
   std::vector<std::int64_t> predicted;
   {
     NoGradGuard no_grad;
-    const Tensor all = concat({out.loss.reshape({-1}), out.ce.reshape({-1}), out.kl.reshape({-1}),
-                               alpha.reshape({-1}), beta.reshape({-1})},
-                              0);
-    values = all.to_doubles();
-    const Tensor pred = concat(predictions, 0).to(Device::cpu());
+    values = record.values.to_doubles();
+    const Tensor pred = record.predictions.to(Device::cpu());
     predicted.assign(pred.data<std::int64_t>(), pred.data<std::int64_t>() + pred.numel());
   }
+  const std::int64_t B = labels.numel();
   const auto K = static_cast<std::size_t>(students_.size());
   const auto nb = static_cast<std::size_t>(B);
   const double* loss = values.data();
@@ -282,7 +454,7 @@ void Trainer::step(const data::Batch& batch) {
   const double* kl = ce + K * nb;
   const double* a = kl + K * nb;
   const double* b = a + K * nb;
-  const Tensor host_labels = batch.labels.to(Device::cpu());
+  const Tensor host_labels = labels.to(Device::cpu());
   const auto* y = host_labels.data<std::int64_t>();
   for (std::size_t k = 0; k < K; ++k) {
     Meters& m = students_[k].meters;
@@ -302,7 +474,6 @@ void Trainer::step(const data::Batch& batch) {
     m.loss += loss[k] * static_cast<double>(B);
     m.seen += B;
   }
-  ++iteration_;
 }
 
 }  // namespace mcd::distill

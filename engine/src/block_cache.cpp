@@ -1,7 +1,7 @@
-// BlockCache: free blocks live in ordered sets keyed by (stream, size, address), so a best-fit
-// lookup restricted to one stream is one lower_bound. Blocks of a segment form a doubly linked
-// list by address; a block is in a free set exactly when it is neither allocated nor waiting
-// for events, and only such neighbours merge, so a segment whose blocks are all free is one
+// BlockCache: free blocks live in ordered sets keyed by (pool, stream, size, address), so a
+// best-fit lookup restricted to one pool and stream is one lower_bound. Blocks of a segment form a
+// doubly linked list by address; a block is in a free set exactly when it is neither allocated nor
+// waiting for events, and only such neighbours merge, so a segment whose blocks are all free is one
 // block again and can go back to the backend.
 #include <mcd/engine/block_cache.h>
 
@@ -22,6 +22,7 @@ struct Block {
   std::size_t size = 0;
   std::size_t requested = 0;
   StreamId stream = 0;
+  PoolId pool = 0;
   bool small = false;
   bool allocated = false;
   int pending_events = 0;
@@ -32,6 +33,7 @@ struct Block {
 
 struct FreeOrder {
   bool operator()(const Block* a, const Block* b) const {
+    if (a->pool != b->pool) return a->pool < b->pool;
     if (a->stream != b->stream) return a->stream < b->stream;
     if (a->size != b->size) return a->size < b->size;
     return a->addr < b->addr;
@@ -54,6 +56,7 @@ struct BlockCache::State {
   std::unordered_map<std::uintptr_t, Block*> live;
   std::vector<std::pair<EventId, Block*>> pending;
   BlockCacheStats stats;
+  PoolId active_pool = 0;  // where allocations come from now
 
   FreeSet& pool(const Block* b) { return b->small ? small_free : large_free; }
 
@@ -103,7 +106,8 @@ struct BlockCache::State {
   void release_unused(FreeSet& set) {
     for (auto it = set.begin(); it != set.end();) {
       Block* b = *it;
-      if (b->prev != nullptr || b->next != nullptr) {
+      // A private pool's memory is the graph's, used by its replays: kept until released.
+      if (b->prev != nullptr || b->next != nullptr || b->pool != 0) {
         ++it;
         continue;
       }
@@ -123,7 +127,7 @@ struct BlockCache::State {
     release_unused(large_free);
   }
 
-  Block* new_segment(std::size_t size, StreamId stream, bool small) {
+  Block* new_segment(std::size_t size, StreamId stream, PoolId pool, bool small) {
     const std::size_t seg = small ? kSegmentRound : round_up(size, kSegmentRound);
     void* p = backend.allocate(seg);
     if (p == nullptr) {
@@ -143,6 +147,7 @@ struct BlockCache::State {
     b->addr = reinterpret_cast<std::uintptr_t>(p);
     b->size = seg;
     b->stream = stream;
+    b->pool = pool;
     b->small = small;
     return b;
   }
@@ -182,15 +187,16 @@ void* BlockCache::allocate(std::size_t nbytes, StreamId stream) {
 
   Block key;
   key.stream = stream;
+  key.pool = s.active_pool;
   key.size = size;
   Block* b = nullptr;
   auto it = set.lower_bound(&key);
-  if (it != set.end() && (*it)->stream == stream) {
+  if (it != set.end() && (*it)->stream == stream && (*it)->pool == key.pool) {
     b = *it;
     set.erase(it);
     s.stats.cache_hits += 1;
   } else {
-    b = s.new_segment(size, stream, small);
+    b = s.new_segment(size, stream, key.pool, small);
   }
 
   b->allocated = true;  // before the split, so that the rest cannot merge back into it
@@ -200,6 +206,7 @@ void* BlockCache::allocate(std::size_t nbytes, StreamId stream) {
     r->addr = b->addr + size;
     r->size = rest;
     r->stream = stream;
+    r->pool = b->pool;
     r->small = small;
     r->prev = b;
     r->next = b->next;
@@ -254,6 +261,45 @@ void BlockCache::record_stream(void* ptr, StreamId stream) {
 void BlockCache::empty_cache() {
   std::lock_guard lock(state_->mutex);
   state_->synchronize_and_release();
+}
+
+void BlockCache::begin_private_pool(PoolId pool) {
+  std::lock_guard lock(state_->mutex);
+  MCD_CHECK(pool != 0, "BlockCache::begin_private_pool: pool 0 is the shared pool");
+  MCD_CHECK(state_->active_pool == 0,
+            "BlockCache::begin_private_pool: allocations already go to private pool {}",
+            state_->active_pool);
+  state_->active_pool = pool;
+}
+
+void BlockCache::end_private_pool() {
+  std::lock_guard lock(state_->mutex);
+  state_->active_pool = 0;
+}
+
+void BlockCache::release_private_pool(PoolId pool) {
+  State& s = *state_;
+  std::lock_guard lock(s.mutex);
+  MCD_CHECK(pool != 0 && pool != s.active_pool,
+            "BlockCache::release_private_pool: pool {} is shared or still allocating", pool);
+  s.backend.synchronize();
+  s.process_events(true);
+  for (auto& [addr, b] : s.live)
+    if (b->pool == pool) b->pool = 0;
+  for (FreeSet* set : {&s.small_free, &s.large_free}) {
+    std::vector<Block*> moved;
+    for (auto it = set->begin(); it != set->end();)
+      if ((*it)->pool == pool) {
+        moved.push_back(*it);
+        it = set->erase(it);
+      } else {
+        ++it;
+      }
+    for (Block* b : moved) {
+      b->pool = 0;
+      set->insert(b);
+    }
+  }
 }
 
 BlockCacheStats BlockCache::stats() const {

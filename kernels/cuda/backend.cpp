@@ -4,11 +4,13 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <vector>
 
 #include <mcd/engine/device_backend.h>
 #include <mcd/engine/error.h>
 #include <mcd/kernels/cuda/caching_allocator.h>
 #include <mcd/kernels/cuda/check.h>
+#include <mcd/kernels/cuda/graph.h>
 
 namespace mcd::kernels::cuda {
 namespace {
@@ -27,12 +29,53 @@ const Stream& default_stream(int device) {
 // The innermost StreamScope's stream per device, in this thread.
 thread_local std::map<int, const Stream*> scoped_streams;
 
+// Streams lent through DeviceBackend::acquire_stream, per device. They are never destroyed: the
+// caching allocator keys cached blocks by stream, and a destroyed stream's handle could come
+// back for a new stream that is not ordered after the old one's work.
+class StreamPool {
+ public:
+  const Stream& acquire(int device) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    auto& idle = idle_[device];
+    if (idle.empty()) {
+      all_.push_back(std::make_unique<Stream>(device));
+      return *all_.back();
+    }
+    const Stream* s = idle.back();
+    idle.pop_back();
+    return *s;
+  }
+  void release(const Stream& s) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    idle_[s.device()].push_back(&s);
+  }
+
+ private:
+  std::mutex mutex_;
+  std::vector<std::unique_ptr<Stream>> all_;
+  std::map<int, std::vector<const Stream*>> idle_;
+};
+
+StreamPool& stream_pool() {
+  static auto* pool = new StreamPool();  // never destroyed, as the default streams
+  return *pool;
+}
+
+// The engine names a stream by the address of its Stream object; 0 is the default stream.
+std::uintptr_t handle_of(const Stream& s) {
+  return reinterpret_cast<std::uintptr_t>(&s);
+}
+
+const Stream& stream_of(std::uintptr_t handle, int device) {
+  return handle == 0 ? default_stream(device) : *reinterpret_cast<const Stream*>(handle);
+}
+
 class CudaDeviceBackend final : public DeviceBackend {
  public:
   const char* name() const override { return "CUDA"; }
   int device_count() const override { return cuda::device_count(); }
   void* allocate(std::size_t nbytes, int device) override {
-    return DeviceAllocator::for_device(device).allocate(nbytes, current_stream(device).get());
+    return DeviceAllocator::for_device(device).allocate(nbytes, cuda::current_stream(device).get());
   }
   void deallocate(void* ptr, std::size_t, int device) override {
     DeviceAllocator::for_device(device).free(ptr);
@@ -40,12 +83,12 @@ class CudaDeviceBackend final : public DeviceBackend {
   void copy(void* dst, Device dst_device, const void* src, Device src_device,
             std::size_t nbytes) override {
     if (dst_device.is_cpu()) {
-      copy_device_to_host(dst, src, nbytes, current_stream(src_device.index));
+      copy_device_to_host(dst, src, nbytes, cuda::current_stream(src_device.index));
     } else if (src_device.is_cpu()) {
-      copy_host_to_device(dst, src, nbytes, current_stream(dst_device.index));
+      copy_host_to_device(dst, src, nbytes, cuda::current_stream(dst_device.index));
     } else {
       // Between devices: queued after the source's pending work, then waited for.
-      const Stream& s = current_stream(src_device.index);
+      const Stream& s = cuda::current_stream(src_device.index);
       DeviceGuard guard(src_device.index);
       MCD_CUDA_CHECK(
           cudaMemcpyPeerAsync(dst, dst_device.index, src, src_device.index, nbytes, s.get()));
@@ -56,6 +99,38 @@ class CudaDeviceBackend final : public DeviceBackend {
     DeviceGuard guard(device);
     MCD_CUDA_CHECK(cudaDeviceSynchronize());
   }
+
+  std::uintptr_t acquire_stream(int device) override {
+    check_device(device);
+    return handle_of(stream_pool().acquire(device));
+  }
+  void release_stream(int device, std::uintptr_t stream) override {
+    if (stream != 0) stream_pool().release(stream_of(stream, device));
+  }
+  std::uintptr_t current_stream(int device) override {
+    return handle_of(cuda::current_stream(device));
+  }
+  void set_current_stream(int device, std::uintptr_t stream) override {
+    scoped_streams[device] = &stream_of(stream, device);
+  }
+  void stream_wait(int device, std::uintptr_t waiter, std::uintptr_t producer) override {
+    // A fresh event per wait: the wait binds to the record made here, and destroying an event
+    // whose work is pending is allowed (its resources go once the work has run).
+    DeviceGuard guard(device);
+    const Event done(device);
+    done.record(stream_of(producer, device).get());
+    stream_of(waiter, device).wait(done.get());
+  }
+
+  std::uintptr_t capture_graph(int device, std::uintptr_t stream,
+                               const std::function<void()>& record) override {
+    return reinterpret_cast<std::uintptr_t>(
+        Graph::capture(stream_of(stream, device), record).release());
+  }
+  void replay_graph(int device, std::uintptr_t graph, std::uintptr_t stream) override {
+    reinterpret_cast<const Graph*>(graph)->replay(stream_of(stream, device));
+  }
+  void destroy_graph(int, std::uintptr_t graph) override { delete reinterpret_cast<Graph*>(graph); }
 };
 
 }  // namespace

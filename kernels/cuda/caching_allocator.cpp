@@ -104,6 +104,18 @@ void DeviceAllocator::empty_cache() {
   cache_->empty_cache();
 }
 
+void DeviceAllocator::begin_private_pool(PoolId pool) {
+  cache_->begin_private_pool(pool);
+}
+
+void DeviceAllocator::end_private_pool() {
+  cache_->end_private_pool();
+}
+
+void DeviceAllocator::release_private_pool(PoolId pool) {
+  cache_->release_private_pool(pool);
+}
+
 BlockCacheStats DeviceAllocator::stats() const {
   return cache_->stats();
 }

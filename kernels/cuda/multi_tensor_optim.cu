@@ -117,7 +117,14 @@ MultiTensorList::MultiTensorList(const std::vector<TensorSlots>& tensors, const 
   std::memcpy(host.data(), tensors.data(), tensor_bytes);
   if (!chunks.empty()) std::memcpy(host.data() + tensor_bytes, chunks.data(), bytes - tensor_bytes);
   table_ = DeviceBuffer(device_, bytes, stream.get());
-  copy_host_to_device(table_.data(), host.data(), bytes, stream);
+  if (stream.capturing()) {
+    // A capture records work without running it, and a staged copy would wait for itself:
+    // the table is uploaded now on a stream outside the capture, so every replay finds it.
+    const Stream side(device_);
+    copy_host_to_device(table_.data(), host.data(), bytes, side);
+  } else {
+    copy_host_to_device(table_.data(), host.data(), bytes, stream);
+  }
 }
 
 template <class T>

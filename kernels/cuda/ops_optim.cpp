@@ -56,7 +56,9 @@ bool same_slots(const std::vector<TensorSlots>& a, const std::vector<TensorSlots
 // training loop the caching allocator hands each step's gradients the blocks of the step
 // before, so the same pointer lists come back: the last few uploaded lists are kept per
 // stream and reused when their contents match exactly (a table holds nothing but those
-// pointers and sizes, so equal contents mean an equal table).
+// pointers and sizes, so equal contents mean an equal table). A graph being captured gets a
+// table of its own, allocated in the graph's private pool, which keeps it for the replays even
+// after the cache drops it; a table of the shared pool could be freed and reused under it.
 const MultiTensorList& cached_list(const std::vector<TensorSlots>& slots, const Stream& stream) {
   struct Entry {
     cudaStream_t stream;
@@ -67,7 +69,8 @@ const MultiTensorList& cached_list(const std::vector<TensorSlots>& slots, const 
   static std::mutex mutex;
   static auto* entries = new std::list<Entry>();  // never destroyed: see DeviceAllocator
   std::lock_guard<std::mutex> lock(mutex);
-  for (auto it = entries->begin(); it != entries->end(); ++it)
+  const bool capturing = stream.capturing();
+  for (auto it = entries->begin(); it != entries->end() && !capturing; ++it)
     if (it->stream == stream.get() && same_slots(it->slots, slots)) {
       entries->splice(entries->begin(), *entries, it);  // most recently used first
       return *entries->front().list;

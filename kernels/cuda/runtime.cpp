@@ -133,6 +133,12 @@ void Stream::wait(cudaEvent_t event) const {
   MCD_CUDA_CHECK(cudaStreamWaitEvent(stream_, event, 0));
 }
 
+bool Stream::capturing() const {
+  cudaStreamCaptureStatus status = cudaStreamCaptureStatusNone;
+  MCD_CUDA_CHECK(cudaStreamIsCapturing(stream_, &status));
+  return status != cudaStreamCaptureStatusNone;
+}
+
 // ---- Event
 
 Event::Event(int device, bool timing) : device_(device) {

@@ -221,3 +221,50 @@ TEST_CASE("weight histograms bin [0, 1) in twentieths and the rest last", "[dist
   CHECK(back.beta_hist == m.beta_hist);
   CHECK(M::from_vector(std::vector<double>(9, 1.0)).alpha_hist == M::Histogram{});
 }
+
+namespace {
+
+// KD's fixed weights, with a switch for whether the trainer must run every student's forward
+// before asking for them (the joint pass) or may run the students one at a time.
+class KdWeightsFor final : public distill::WeightingPolicy {
+ public:
+  explicit KdWeightsFor(bool need_logits) : need_logits_(need_logits) {}
+  std::string name() const override { return "kd"; }
+  bool needs_teacher() const override { return true; }
+  bool weights_need_student_logits() const override { return need_logits_; }
+  std::pair<Tensor, Tensor> weights(const distill::WeightInputs& in) override {
+    CHECK(in.student_logits.size() == (need_logits_ ? std::size_t{2} : std::size_t{0}));
+    return kd_.weights(in);
+  }
+
+ private:
+  bool need_logits_;
+  distill::FixedWeighting kd_{"kd", 0.6, 0.4};
+};
+
+}  // namespace
+
+TEST_CASE("students one at a time give the numbers of the joint pass", "[distill][trainer]") {
+  Generator gen(8);
+  auto teacher = nn::make_model("resnet10_xxs", {1, 4, 8}, gen);
+  teacher->to(DType::Float64);
+  auto one_by_one = make_students(20), joint = make_students(20);
+  distill::Trainer a(one_by_one, teacher, std::make_unique<KdWeightsFor>(false), 2.0);
+  distill::Trainer b(joint, teacher, std::make_unique<KdWeightsFor>(true), 2.0);
+  for (int step = 0; step < 3; ++step) {
+    data::Batch batch;
+    batch.images = random_tensor({6, 1, 8, 8}, gen);
+    batch.labels = Tensor::from_vector<std::int64_t>({0, 1, 2, 3, 1, 2}, {6});
+    a.step(batch);
+    b.step(batch);
+  }
+  for (std::size_t s = 0; s < joint.size(); ++s) {
+    const auto p = one_by_one[s].model->state_dict(), q = joint[s].model->state_dict();
+    for (const auto& [name, t] : q)
+      CHECK(p.at(name).to_doubles() == t.to_doubles());  // bit for bit
+    const auto mp = one_by_one[s].optimizer->state_dict(), mq = joint[s].optimizer->state_dict();
+    for (const auto& [name, t] : mq)
+      CHECK(mp.at(name).to_doubles() == t.to_doubles());
+    CHECK(one_by_one[s].meters.to_vector() == joint[s].meters.to_vector());
+  }
+}

@@ -240,3 +240,33 @@ TEST_CASE("meta-gradient equals finite differences of the lookahead objective", 
     }
   }
 }
+
+TEST_CASE("the meta step updates the C-Net's BatchNorm statistics as one forward does", "[meta]") {
+  // The meta step runs the C-Net twice (without and with a graph) and must leave its running
+  // statistics and counters as one training-mode forward on the batch leaves them.
+  for (const nn::CNetInput input : {nn::CNetInput::Image, nn::CNetInput::ImageStudents}) {
+    const Variant v{"buffers", 2, input, nn::CNetHead::Sigmoid, true, false, 0.0};
+    Setup meta = make_setup(v, 31), once = make_setup(v, 31);
+    distill::meta_gradient(meta.refs(), *meta.cnet, meta.train, meta.teacher, meta.val);
+    {
+      NoGradGuard ng;
+      std::vector<Tensor> logits;
+      for (auto& m : once.models) {
+        std::vector<Tensor> saved;
+        for (auto& [n, b] : m->named_buffers())
+          saved.push_back(b.clone());
+        logits.push_back((*m)(once.train.images));
+        std::size_t i = 0;
+        for (auto& [n, b] : m->named_buffers())
+          Tensor(b).copy_(saved[i++]);
+      }
+      distill::cnet_weights(*once.cnet, once.train.images, logits, once.teacher, once.train.labels);
+    }
+    const auto a = meta.cnet->named_buffers(), b = once.cnet->named_buffers();
+    REQUIRE(a.size() == b.size());
+    for (std::size_t i = 0; i < a.size(); ++i) {
+      INFO(a[i].first);
+      CHECK(a[i].second.to_doubles() == b[i].second.to_doubles());
+    }
+  }
+}

@@ -182,6 +182,61 @@ TEST_CASE("BlockCache: out of memory releases the cache, then throws", "[block_c
   cache.free(b);
 }
 
+TEST_CASE("BlockCache: a private pool's memory goes to its windows only", "[block_cache]") {
+  FakeDevice dev;
+  BlockCache cache(dev);
+  void* shared = cache.allocate(4096, 1);
+  cache.free(shared);  // a cached shared block
+
+  // In the window: fresh private memory although a shared block fits; reuse inside the pool.
+  cache.begin_private_pool(7);
+  CHECK_THROWS_AS(cache.begin_private_pool(8), mcd::Error);  // windows do not nest
+  void* p1 = cache.allocate(4096, 1);
+  CHECK(p1 != shared);
+  cache.free(p1);
+  void* p2 = cache.allocate(4096, 1);
+  CHECK(p2 == p1);
+  void* p3 = cache.allocate(100, 2);  // another stream of the graph: the pool's too
+  cache.free(p2);
+  cache.free(p3);
+  cache.end_private_pool();
+
+  // Outside the window the private blocks are never handed out, and empty_cache keeps them.
+  void* s1 = cache.allocate(4096, 1);
+  CHECK(s1 == shared);
+  void* s2 = cache.allocate(4096, 1);
+  CHECK(s2 != p1);
+  void* s3 = cache.allocate(100, 2);
+  CHECK(s3 != p3);
+  cache.free(s1);
+  cache.free(s2);
+  cache.free(s3);
+  const std::int64_t before = cache.stats().reserved_bytes;
+  cache.empty_cache();
+  CHECK(cache.stats().reserved_bytes == static_cast<std::int64_t>(4 * kMiB));  // 2 private segments
+  CHECK(before > cache.stats().reserved_bytes);
+
+  // A second window of the same pool finds its memory again; a block stays live past the end.
+  cache.begin_private_pool(7);
+  void* p4 = cache.allocate(4096, 1);
+  CHECK(p4 == p1);
+  cache.end_private_pool();
+  CHECK_THROWS_AS(cache.release_private_pool(0), mcd::Error);
+
+  // Released: free private blocks are shared at once, live ones when freed.
+  cache.release_private_pool(7);
+  void* s4 = cache.allocate(100, 2);
+  CHECK(s4 == p3);
+  cache.free(p4);
+  void* s5 = cache.allocate(4096, 1);
+  CHECK(s5 == p1);
+  cache.free(s4);
+  cache.free(s5);
+  cache.empty_cache();
+  CHECK(dev.segments.empty());
+  CHECK(cache.stats().allocated_bytes == 0);
+}
+
 TEST_CASE("BlockCache: a repeating pattern stops calling the backend", "[block_cache]") {
   FakeDevice dev;
   BlockCache cache(dev);

@@ -18,6 +18,8 @@
 #include <mcd/data/loader.h>
 #include <mcd/distill/fused_loss.h>
 #include <mcd/distill/meta_step.h>
+#include <mcd/distill/student_streams.h>
+#include <mcd/engine/graph.h>
 #include <mcd/engine/optim/adam.h>
 #include <mcd/engine/optim/lr_schedule.h>
 #include <mcd/engine/optim/sgd.h>
@@ -52,6 +54,18 @@ struct Student {
   Meters meters;
 };
 
+// What the per-sample weights of a step are computed from.
+struct WeightInputs {
+  const LabelledBatch& batch;
+  const TeacherTargets& teacher;
+  // The K students' logits on the batch; empty when the policy's weights do not need them
+  // (WeightingPolicy::weights_need_student_logits), which the trainer then asks for before
+  // any student runs.
+  const std::vector<Tensor>& student_logits;
+  std::int64_t students;  // K
+  DType dtype;            // the students' floating type
+};
+
 class WeightingPolicy {
  public:
   virtual ~WeightingPolicy() = default;
@@ -60,13 +74,24 @@ class WeightingPolicy {
   // Which of the trainer's teachers guide `iteration` (indices into its list, at least one);
   // all of them by default.
   virtual std::vector<std::size_t> select_guides(std::int64_t iteration, std::size_t available);
-  // Runs before the normal step of `iteration` (counted over the whole stage).
+  // Whether every iteration outside before_step queues the same device work, given the same
+  // batch shape and learning rates, so that a captured step can be replayed (a CUDA graph).
+  virtual bool steps_replayable() const { return true; }
+  // Models the policy runs during a step besides the trainer's (the C-Net).
+  virtual std::vector<nn::Module*> modules() { return {}; }
+  // Whether before_step does anything at `iteration`. Work before the step waits for the
+  // teachers and the students' forwards wait for it, so the default (none) lets them overlap.
+  virtual bool acts_before_step(std::int64_t iteration) const { return false; }
+  // Runs before the normal step of `iteration` (counted over the whole stage) when
+  // acts_before_step says so.
   virtual void before_step(std::int64_t iteration, std::vector<Student>& students,
                            const LabelledBatch& batch, const TeacherTargets& teacher) {}
-  // alpha and beta (K, B), detached, for the batch given the students' logits on it.
-  virtual std::pair<Tensor, Tensor> weights(const LabelledBatch& batch,
-                                            const TeacherTargets& teacher,
-                                            const std::vector<Tensor>& student_logits) = 0;
+  // Whether weights() reads the students' logits. When it does not, and the students share one
+  // stream, the trainer runs them one at a time (forward, loss, backward, step), so that one
+  // student's activations are alive at a time instead of all of them.
+  virtual bool weights_need_student_logits() const { return false; }
+  // alpha and beta (K, B), detached, on the batch's device.
+  virtual std::pair<Tensor, Tensor> weights(const WeightInputs& in) = 0;
   virtual StateDict state_dict() const { return {}; }
   virtual void load_state_dict(const StateDict& state, const std::string& source) {}
 };
@@ -76,8 +101,7 @@ class FixedWeighting final : public WeightingPolicy {
   FixedWeighting(std::string name, double alpha, double beta);
   std::string name() const override { return name_; }
   bool needs_teacher() const override { return beta_ != 0.0; }
-  std::pair<Tensor, Tensor> weights(const LabelledBatch& batch, const TeacherTargets& teacher,
-                                    const std::vector<Tensor>& student_logits) override;
+  std::pair<Tensor, Tensor> weights(const WeightInputs& in) override;
 
  private:
   std::string name_;
@@ -97,10 +121,10 @@ class DgkdWeighting final : public WeightingPolicy {
   DgkdWeighting(double kd_alpha, std::int64_t drop, std::uint64_t seed);
   std::string name() const override { return "dgkd"; }
   bool needs_teacher() const override { return true; }
+  bool steps_replayable() const override { return drop_ == 0; }  // else the guides change
   std::vector<std::size_t> select_guides(std::int64_t iteration, std::size_t available) override;
   // beta = a times the number of guides averaged into the targets (the sum above).
-  std::pair<Tensor, Tensor> weights(const LabelledBatch& batch, const TeacherTargets& teacher,
-                                    const std::vector<Tensor>& student_logits) override;
+  std::pair<Tensor, Tensor> weights(const WeightInputs& in) override;
 
  private:
   double a_;
@@ -117,10 +141,16 @@ class CNetWeighting final : public WeightingPolicy {
                 data::BatchIterator val_loader, bool batchnorm_train);
   std::string name() const override { return "mcdistil"; }
   bool needs_teacher() const override { return true; }
+  bool acts_before_step(std::int64_t iteration) const override {
+    return iteration % meta_interval_ == 0;
+  }
+  std::vector<nn::Module*> modules() override { return {cnet_.get()}; }
+  bool weights_need_student_logits() const override {
+    return cnet_->config().input == nn::CNetInput::ImageStudents;
+  }
   void before_step(std::int64_t iteration, std::vector<Student>& students,
                    const LabelledBatch& batch, const TeacherTargets& teacher) override;
-  std::pair<Tensor, Tensor> weights(const LabelledBatch& batch, const TeacherTargets& teacher,
-                                    const std::vector<Tensor>& student_logits) override;
+  std::pair<Tensor, Tensor> weights(const WeightInputs& in) override;
   StateDict state_dict() const override;
   void load_state_dict(const StateDict& state, const std::string& source) override;
 
@@ -154,7 +184,24 @@ class Trainer {
 
   // One iteration on `batch`: teacher logits once, the policy's meta step if due, every
   // student's forward, the fused loss for all students, backward and SGD step per student.
+  // On a device with streams the teachers and each student run on lanes of their own
+  // (student_streams.h), joined back to the caller's stream before step returns.
   void step(const data::Batch& batch);
+
+  // Students on streams of their own (the default) or all work on the caller's stream. The
+  // results are the same either way; only the overlap on a GPU differs.
+  void set_concurrent_students(bool on) { concurrent_ = on; }
+  bool concurrent_students() const { return concurrent_; }
+  // On a device with graphs (CUDA), steps that repeat the same work are captured once as a
+  // graph and replayed with one launch (the default). An iteration with a new batch shape or
+  // new learning rates runs eagerly, is captured at its next occurrence and replayed from
+  // then on; meta-step iterations run eagerly. Same results either way. When a capture fails
+  // the trainer says so on stderr and runs eagerly (and on one stream) from then on.
+  void set_graphs(bool on) { graphs_ = on; }
+  bool graphs() const { return graphs_; }
+  // Steps run by replaying a graph so far, and graphs captured.
+  std::int64_t replayed_steps() const { return replayed_; }
+  std::int64_t captured_graphs() const { return captures_; }
 
   std::int64_t iteration() const { return iteration_; }
   void set_iteration(std::int64_t it) { iteration_ = it; }
@@ -162,13 +209,48 @@ class Trainer {
   std::vector<Student>& students() { return students_; }
 
  private:
+  // What a step leaves on the device for the meters: every student's loss and per-sample ce,
+  // kl, alpha and beta in one tensor, and the predicted classes (K * B).
+  struct StepRecord {
+    Tensor values, predictions;
+  };
+  // A step's device work: the graph key says when two steps queue the same work.
+  struct GraphKey {
+    std::vector<double> values;  // batch shape, learning rates, lanes on or off
+    bool operator==(const GraphKey&) const = default;
+  };
+  // The host-side integer buffers a step changes (BatchNorm's batch counters): a replay runs
+  // no host code, so the trainer adds what the captured step added.
+  struct HostCounter {
+    Tensor buffer;
+    std::vector<std::int64_t> before, step;
+  };
+
   TeacherTargets teacher_targets(const Tensor& images);
+  StudentStreams& streams_for(Device device);
+  StepRecord device_step(const LabelledBatch& batch, StudentStreams& lanes);
+  StepRecord students_one_at_a_time(const LabelledBatch& batch, const TeacherTargets& teacher);
+  bool step_by_graph(const data::Batch& batch, StudentStreams& lanes, StepRecord& record);
+  GraphKey graph_key(const data::Batch& batch) const;
+  std::vector<HostCounter> host_counters();
+  void accumulate_meters(const StepRecord& record, const Tensor& labels);
 
   std::vector<Student>& students_;
   std::vector<std::shared_ptr<nn::Module>> teachers_;
   std::unique_ptr<WeightingPolicy> policy_;
   double tau_;
   std::int64_t iteration_ = 0;
+  bool concurrent_ = true;
+  bool lanes_requested_ = false;             // concurrent_ when streams_ was made
+  std::unique_ptr<StudentStreams> streams_;  // made on the first step, on the students' device
+  bool graphs_ = true;
+  bool graph_failed_ = false;
+  std::unique_ptr<DeviceGraph> graph_;
+  GraphKey graph_key_, seen_key_;
+  LabelledBatch graph_inputs_;  // refilled in place before each replay
+  StepRecord graph_outputs_;    // rewritten by each replay
+  std::vector<HostCounter> graph_counters_;
+  std::int64_t replayed_ = 0, captures_ = 0;
 };
 
 }  // namespace mcd::distill

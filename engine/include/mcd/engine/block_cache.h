@@ -14,6 +14,8 @@ namespace mcd {
 using StreamId = std::uintptr_t;
 // An opaque event handle issued by a backend.
 using EventId = std::uint64_t;
+// A pool of memory: 0 is the shared pool; others are private pools (see begin_private_pool).
+using PoolId = std::uint64_t;
 
 // What a BlockCache needs from a device: raw memory and stream-ordered events.
 class BlockCacheBackend {
@@ -54,6 +56,12 @@ struct BlockCacheStats {
 // - when the backend is out of memory the cache synchronizes, releases every unused segment
 //   and retries once, then throws mcd::Error with the statistics;
 // - empty_cache() synchronizes and releases every segment without live blocks.
+// - private pools (for CUDA graphs): between begin_private_pool(p) and end_private_pool() every
+//   allocation, on any stream, comes from segments of pool p, and blocks of p are handed out
+//   only in such a window, never to other allocations: a graph captured in the window replays
+//   into that memory later, so nothing else may hold it. Inside the pool the usual per-stream
+//   reuse applies (a captured graph keeps each stream's order). release_private_pool(p) gives
+//   the memory to the shared pool once no graph uses it.
 // Thread-safe. Blocks still live when the cache is destroyed are not released.
 class BlockCache {
  public:
@@ -74,6 +82,15 @@ class BlockCache {
   // Marks a live block as used by `stream` as well as by the stream it was allocated on.
   void record_stream(void* ptr, StreamId stream);
   void empty_cache();
+
+  // Allocations from now on come from private pool `pool` (non-zero), until end_private_pool.
+  // Windows do not nest; a pool may have several windows.
+  void begin_private_pool(PoolId pool);
+  void end_private_pool();
+  // Pool `pool`'s blocks join the shared pool: free ones at once, live ones when freed. The
+  // caller guarantees that no queued device work uses its memory through the graph any more;
+  // the cache synchronizes the backend first all the same.
+  void release_private_pool(PoolId pool);
 
   BlockCacheStats stats() const;
   void reset_peak();

@@ -8,6 +8,8 @@
 // the device (dispatch.h), never by touching device memory from the host.
 #pragma once
 #include <cstddef>
+#include <cstdint>
+#include <functional>
 
 #include <mcd/engine/dtype.h>
 
@@ -26,6 +28,33 @@ class DeviceBackend {
   virtual void copy(void* dst, Device dst_device, const void* src, Device src_device,
                     std::size_t nbytes) = 0;
   virtual void synchronize(int device) = 0;
+
+  // ---- streams (engine/stream.h). A stream is an ordered queue of device work, named by an
+  // opaque handle; allocations, copies and ops use the calling thread's current stream. These
+  // defaults describe a backend without streams, whose work runs in issue order (which
+  // satisfies every ordering below): one stream, handle 0.
+  // A stream of `device` for the caller's use until release_stream. Streams are pooled, never
+  // destroyed: memory cached for a stream stays safe to reuse on it.
+  virtual std::uintptr_t acquire_stream(int device) { return 0; }
+  virtual void release_stream(int device, std::uintptr_t stream) {}
+  // The calling thread's current stream on `device`.
+  virtual std::uintptr_t current_stream(int device) { return 0; }
+  // Makes `stream` (from acquire_stream or current_stream) current on `device` in this thread.
+  virtual void set_current_stream(int device, std::uintptr_t stream) {}
+  // Work queued on `waiter` from now on runs after the work queued on `producer` so far.
+  virtual void stream_wait(int device, std::uintptr_t waiter, std::uintptr_t producer) {}
+
+  // ---- graphs (engine/graph.h): the work queued on a stream by a piece of host code, captured
+  // once and replayed. These defaults describe a backend without graphs.
+  // Runs `record` while capturing `stream` and returns a non-zero graph handle, or 0 without
+  // running `record` when the backend has no graphs. Throws when the capture fails.
+  virtual std::uintptr_t capture_graph(int device, std::uintptr_t stream,
+                                       const std::function<void()>& record) {
+    return 0;
+  }
+  virtual void replay_graph(int device, std::uintptr_t graph, std::uintptr_t stream) {}
+  // Waits for the graph's replays, then frees it and the memory it kept.
+  virtual void destroy_graph(int device, std::uintptr_t graph) {}
 };
 
 // Registers `backend` for `type` (nullptr unregisters). The backend must outlive every

@@ -24,6 +24,11 @@ class DeviceAllocator {
   void record_stream(void* ptr, cudaStream_t stream);
   // Synchronizes the device and returns every unused segment to the driver.
   void empty_cache();
+  // Private pools for CUDA graphs (BlockCache): allocations between begin and end come from
+  // `pool`, whose memory nothing else gets until release_private_pool.
+  void begin_private_pool(PoolId pool);
+  void end_private_pool();
+  void release_private_pool(PoolId pool);
   BlockCacheStats stats() const;
   void reset_peak();
   int device() const { return device_; }

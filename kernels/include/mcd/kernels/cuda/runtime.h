@@ -49,6 +49,8 @@ class Stream {
   void synchronize() const;
   // Later work on this stream waits for `event` (recorded on any stream of the same device).
   void wait(cudaEvent_t event) const;
+  // Whether the stream is capturing a CUDA graph (graph.h): work queued now is recorded, not run.
+  bool capturing() const;
 
  private:
   cudaStream_t stream_ = nullptr;

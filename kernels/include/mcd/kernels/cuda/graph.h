@@ -1,0 +1,41 @@
+// CUDA graphs: the kernels a piece of host code queues, captured once and replayed later with
+// one launch, which removes the per-kernel launch cost of steps made of many small kernels.
+#pragma once
+#include <cuda_runtime.h>
+
+#include <functional>
+#include <memory>
+
+#include <mcd/engine/block_cache.h>
+#include <mcd/kernels/cuda/runtime.h>
+
+namespace mcd::kernels::cuda {
+
+class Graph {
+ public:
+  // Runs `record` with `stream` capturing, and returns the graph of the work it queued there
+  // and on streams that fork from it (an event recorded on it) and join back before `record`
+  // returns. Nothing runs on the device meanwhile. Memory allocated during the capture comes
+  // from a private pool of the device's caching allocator and stays the graph's for its
+  // replays. When `record` throws, or does what a capture forbids (synchronising, a copy
+  // through pageable memory), the capture is ended, its memory given back, the CUDA error state
+  // cleared, and an mcd::Error thrown.
+  static std::unique_ptr<Graph> capture(const Stream& stream, const std::function<void()>& record);
+
+  // Queues the whole graph on `stream`: later work on `stream` runs after it.
+  void replay(const Stream& stream) const;
+
+  // Waits for the device (so no replay is running), then frees the graph and gives its pool's
+  // memory back to the shared pool.
+  ~Graph();
+  Graph(const Graph&) = delete;
+  Graph& operator=(const Graph&) = delete;
+
+ private:
+  Graph(int device, cudaGraphExec_t exec, PoolId pool);
+  int device_;
+  cudaGraphExec_t exec_;
+  PoolId pool_;
+};
+
+}  // namespace mcd::kernels::cuda

@@ -7,6 +7,7 @@
 
 #include <catch2/catch.hpp>
 
+#include <mcd/engine/autograd.h>
 #include <mcd/engine/ops/elementwise.h>
 #include <mcd/engine/ops/reduce.h>
 #include <mcd/models/layers.h>
@@ -401,4 +402,36 @@ TEST_CASE("parameter-free layers and Sequential", "[layers]") {
         std::vector<std::string>{"0.weight", "0.bias", "3.weight", "3.bias"});
   CHECK(seq(x).shape() == Shape{2, 6});
   CHECK_THROWS_WITH(seq[4], Catch::Contains("index 4 out of range"));
+}
+
+TEST_CASE("Sequential runs BatchNorm2d then ReLU as the fused op, with the same results",
+          "[layers]") {
+  Generator gen(12);
+  const Tensor x0 = random_tensor({3, 4, 5, 5}, gen);
+  for (const bool training : {true, false}) {
+    auto fused_bn = std::make_shared<BatchNorm2d>(4);
+    auto plain_bn = std::make_shared<BatchNorm2d>(4);
+    Sequential fused({fused_bn, std::make_shared<ReLU>()});
+    fused.to(DType::Float64);
+    plain_bn->to(DType::Float64);
+    fused.train(training);
+    plain_bn->train(training);
+    Tensor xa = x0.clone(), xb = x0.clone();
+    xa.set_requires_grad(true);
+    xb.set_requires_grad(true);
+    const Tensor ya = fused(xa);
+    const Tensor yb = relu(plain_bn->forward(xb));
+    CHECK(ya.to_doubles() == yb.to_doubles());
+    // One node for both layers: the fused op, no separate relu.
+    REQUIRE(ya.grad_fn() != nullptr);
+    CHECK(ya.grad_fn()->name == "batch_norm_relu");
+    sum(mul(ya, ya)).backward();
+    sum(mul(yb, yb)).backward();
+    CHECK(xa.grad().to_doubles() == xb.grad().to_doubles());
+    const auto ba = fused_bn->named_buffers(), bb = plain_bn->named_buffers();
+    for (std::size_t i = 0; i < ba.size(); ++i)
+      CHECK(ba[i].second.to_doubles() == bb[i].second.to_doubles());
+    // The fusion leaves the layers and their names as they are.
+    CHECK(names_of(fused.named_parameters()) == std::vector<std::string>{"0.weight", "0.bias"});
+  }
 }

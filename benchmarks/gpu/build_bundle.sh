@@ -14,14 +14,14 @@ if ! command -v nvcc >/dev/null 2>&1 && [ ! -x /usr/local/cuda/bin/nvcc ]; then
   echo "build_bundle: nvcc not found (PATH or /usr/local/cuda/bin); cannot build the CUDA code" >&2
   exit 1
 fi
-targets=(test_cuda_kernels bench_fused_loss_cuda bench_mcdistil_step)
+targets=(test_cuda_kernels bench_fused_loss_cuda bench_mcdistil_step bench_conv_layout_cuda)
 nice -n 10 cmake --preset cuda >/dev/null
 nice -n 10 cmake --build --preset cuda -j"$jobs" --target "${targets[@]}"
 
 rm -rf "$out"
 mkdir -p "$out/bin" "$out/lib"
 cp build/cuda/tests/test_cuda_kernels build/cuda/benchmarks/bench_fused_loss_cuda \
-  build/cuda/benchmarks/bench_mcdistil_step "$out/bin/"
+  build/cuda/benchmarks/bench_mcdistil_step build/cuda/benchmarks/bench_conv_layout_cuda "$out/bin/"
 cp benchmarks/torch_fused_loss_peer.py benchmarks/torch_mcdistil_peer.py benchmarks/torch_cpu_peer.py \
   benchmarks/gpu/summarize.py benchmarks/gpu/kernel_times.py "$out/"
 

@@ -111,6 +111,8 @@ if [ -n "$ncu_bin" ]; then
 else
   echo "== ncu not found: the kernel profile is skipped"
 fi
+# The layout choice: cuDNN's convolutions of one plain step in NCHW and in NHWC.
+step conv_layout "${MCD_T_LAYOUT:-120}" "$dist/bin/bench_conv_layout_cuda" --json "$logs/conv_layout.json"
 step bench_cuda "${MCD_T_BENCH:-90}" "$dist/bin/bench_fused_loss_cuda" --json "$logs/bench_cuda.json"
 step bench_torch "${MCD_T_TORCH:-120}" "$py" "$dist/torch_fused_loss_peer.py" --json "$logs/bench_torch.json"
 if [ -n "$sanitizer" ]; then

@@ -13,11 +13,12 @@ import re
 import sys
 import xml.etree.ElementTree as ET
 
-STEPS = ["tests", "mcdistil_ours", "mcdistil_torch", "profile", "bench_cuda", "bench_torch",
-         "memcheck", "racecheck"]
-# The MC-Distil steps share one output file, keeping the folder within 8 files.
+STEPS = ["tests", "mcdistil_ours", "mcdistil_torch", "profile", "conv_layout", "bench_cuda",
+         "bench_torch", "memcheck", "racecheck"]
+# The MC-Distil steps (and the layout benchmark of its convolutions) share one output file,
+# keeping the folder within 8 files.
 OUTPUT = {"mcdistil_ours": "bench_mcdistil.json", "mcdistil_torch": "bench_mcdistil.json",
-          "profile": "bench_mcdistil.json"}
+          "profile": "bench_mcdistil.json", "conv_layout": "bench_mcdistil.json"}
 
 
 def tail(path, chars=6000):
@@ -154,7 +155,7 @@ def main():
             metric(f"ours, {name}: amortised iteration", sched["amortised_iteration_ms"], "ms",
                    "info", None)
             if "amortised_speedup_over_serial" in sched and name != "serial":
-                metric(f"ours, {name} vs serial (amortised / KD)",
+                metric(f"ours, {name} vs serial (amortised)",
                        sched["amortised_speedup_over_serial"], "x", "info", None)
                 metric(f"ours, {name} vs serial (KD)", sched["kd_speedup_over_serial"], "x",
                        "info", None)
@@ -162,6 +163,11 @@ def main():
         metric("peer: amortised MC-Distil iteration", peer["amortised_iteration_ms"], "ms", "info",
                None)
         metric("peer: meta step cost in plain iterations", peer["meta_step_in_plain_iterations"],
+               "x", "info", None)
+    layout = entries["conv_layout"].get("results")
+    if layout:
+        # The layout choice: cuDNN's convolutions of one plain step, NHWC against NCHW.
+        metric("convolutions of a step, NHWC vs NCHW (>1: NHWC faster)", layout["nhwc_speedup"],
                "x", "info", None)
     if ours and peer:
         x = peer["amortised_iteration_ms"] / ours["amortised_iteration_ms"]

@@ -8,6 +8,7 @@
 #include <mcd/engine/ops/reduce.h>
 #include <mcd/engine/ops/shape_ops.h>
 #include <mcd/engine/ops/softmax.h>
+#include <mcd/engine/stream.h>
 
 namespace mcd::distill {
 namespace {
@@ -102,13 +103,29 @@ Tensor beta_of(const Tensor& w) {
 
 MetaStepResult meta_gradient(const std::vector<StudentRef>& students, nn::CNet& cnet,
                              const LabelledBatch& train, const TeacherTargets& teacher,
-                             const LabelledBatch& val) {
+                             const LabelledBatch& val, const std::vector<StreamRef>& lanes) {
   const std::size_t K = students.size();
   MCD_CHECK(K >= 1, "meta_gradient: no students");
   MCD_CHECK(static_cast<std::int64_t>(K) == cnet.config().num_students,
             "meta_gradient: {} students but the C-Net weighs {}", K, cnet.config().num_students);
+  MCD_CHECK(lanes.empty() || lanes.size() == K, "meta_gradient: {} students but {} lanes", K,
+            lanes.size());
   const std::int64_t B = train.images.size(0);
   const double tau = teacher.tau;
+
+  // Each student's passes on its lane (all on the caller's stream without lanes). Tensors
+  // made on the caller's stream and read on a lane live until the lanes have joined it again
+  // at the end, so no stream reuses memory another still reads.
+  const StreamRef main = current_stream(train.images.device());
+  std::vector<StreamRef> lane = lanes.empty() ? std::vector<StreamRef>(K, main) : lanes;
+  auto fork_lanes = [&] {
+    for (const StreamRef& l : lane)
+      stream_wait(l, main);
+  };
+  auto join_lanes = [&] {
+    for (const StreamRef& l : lane)
+      stream_wait(main, l);
+  };
 
   std::vector<BufferSnapshot> buffers;
   std::vector<std::vector<Tensor>> params(K);
@@ -131,9 +148,14 @@ MetaStepResult meta_gradient(const std::vector<StudentRef>& students, nn::CNet& 
     buffers[k].restore();
     return z;
   };
-  if (joint)
-    for (std::size_t k = 0; k < K; ++k)
+  if (joint) {
+    fork_lanes();
+    for (std::size_t k = 0; k < K; ++k) {
+      const StreamGuard on(lane[k]);
       logits[k] = logits_at_theta(k);
+    }
+    join_lanes();
+  }
   // The C-Net's weights without a graph: the graph is made again at the end, from the same
   //    inputs and BatchNorm statistics, only to back-propagate dM/dw, so it is not alive while
   //    the students' lookahead passes run. The repeated forward gives the same numbers.
@@ -150,12 +172,13 @@ MetaStepResult meta_gradient(const std::vector<StudentRef>& students, nn::CNet& 
 
   MetaStepResult r;
   r.weights = w;
-  std::vector<Tensor> student_losses;
-  std::vector<double> meta_losses(K);
+  std::vector<Tensor> student_losses(K), meta_losses(K);
   const DType dtype = w.dtype();
   Tensor weight_grad = Tensor::zeros({B, 2 * static_cast<std::int64_t>(K)}, dtype, w.device());
 
+  fork_lanes();
   for (std::size_t k = 0; k < K; ++k) {
+    const StreamGuard on(lane[k]);
     nn::Module& model = *students[k].model;
     const optim::Sgd& opt = *students[k].optimizer;
     const auto& p = params[k];
@@ -169,7 +192,7 @@ MetaStepResult meta_gradient(const std::vector<StudentRef>& students, nn::CNet& 
           fused_distill_loss({logits[k].detach()}, teacher, train.labels,
                              alpha.slice(0, ki, ki + 1), beta.slice(0, ki, ki + 1));
       dz = own.grad_logits.squeeze(0);
-      student_losses.push_back(own.loss);
+      student_losses[k] = own.loss;
     }
     const std::vector<Tensor> g = grad({logits[k]}, p, {dz});
     // The graph at theta_k has served: dropping it now keeps it out of the lookahead passes.
@@ -189,7 +212,7 @@ MetaStepResult meta_gradient(const std::vector<StudentRef>& students, nn::CNet& 
     {
       TrainModeScope mode(model);
       const Tensor m = mean(cross_entropy(model(val.images), val.labels));
-      meta_losses[k] = m.item();
+      meta_losses[k] = m.detach().reshape({1});  // read after the lanes join: no wait here
       v = grad({m}, p);
     }
     {
@@ -224,11 +247,14 @@ MetaStepResult meta_gradient(const std::vector<StudentRef>& students, nn::CNet& 
     weight_grad.slice(1, 2 * ki + 1, 2 * ki + 2)
         .copy_(mul(j.kl_t, scale * tau * tau).reshape({B, 1}));
   }
+  join_lanes();
 
   r.student_losses = joint ? joint_loss.loss : concat(student_losses, 0);
   // 4. Back-propagate dM/dw into the C-Net.
-  r.meta_losses =
-      Tensor::from_vector(meta_losses, {static_cast<std::int64_t>(K)}).to(dtype);  // host
+  {
+    NoGradGuard no_grad;
+    r.meta_losses = concat(meta_losses, 0);
+  }
   r.weight_grad = weight_grad;
   cnet_buffers.restore();
   const Tensor w_with_graph = cnet.weights(train.images, signals);

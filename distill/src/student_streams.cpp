@@ -6,7 +6,7 @@ namespace mcd::distill {
 StudentStreams::StudentStreams(Device device, std::size_t students, bool concurrent)
     : device_(device), students_(students), main_(current_stream(device)) {
   if (!concurrent || device.is_cpu()) return;
-  for (std::size_t i = 0; i < students + 1; ++i)
+  for (std::size_t i = 0; i < students + 2; ++i)
     lanes_.push_back(std::make_unique<PooledStream>(device));
   // A backend without streams lends handle 0 for every lane: that is one queue, no lanes.
   if (lanes_[0]->ref() == main_) lanes_.clear();

@@ -144,14 +144,15 @@ LabelledBatch CNetWeighting::next_meta_batch() {
 }
 
 void CNetWeighting::before_step(std::int64_t iteration, std::vector<Student>& students,
-                                const LabelledBatch& batch, const TeacherTargets& teacher) {
+                                const LabelledBatch& batch, const TeacherTargets& teacher,
+                                const std::vector<StreamRef>& student_lanes) {
   if (!acts_before_step(iteration)) return;
   std::vector<StudentRef> refs;
   for (Student& s : students)
     refs.push_back({s.model.get(), s.optimizer.get()});
   const LabelledBatch val = next_meta_batch();
   cnet_->train();  // the meta step differentiates the batch-statistics weights
-  MetaStepResult r = meta_gradient(refs, *cnet_, batch, teacher, val);
+  MetaStepResult r = meta_gradient(refs, *cnet_, batch, teacher, val, student_lanes);
   const auto params = cnet_->parameters();
   for (std::size_t i = 0; i < params.size(); ++i)
     Tensor(params[i]).set_grad(r.cnet_grads[i]);
@@ -268,11 +269,25 @@ Trainer::StepRecord Trainer::device_step(const LabelledBatch& lb, StudentStreams
   // BatchNorm statistics, so the students' forwards wait for it.
   if (policy_->acts_before_step(iteration_)) {
     lanes.join(lanes.teacher());
-    policy_->before_step(iteration_, students_, lb, teacher);
+    std::vector<StreamRef> student_lanes;
+    for (std::size_t k = 0; k < students_.size() && lanes.concurrent(); ++k)
+      student_lanes.push_back(lanes.student(k));
+    policy_->before_step(iteration_, students_, lb, teacher, student_lanes);
   }
 
-  if (!lanes.concurrent() && !policy_->weights_need_student_logits())
-    return students_one_at_a_time(lb, teacher);
+  const auto K = static_cast<std::int64_t>(students_.size());
+  const DType dtype = students_.front().model->parameters().front().dtype();
+  if (!policy_->weights_need_student_logits()) {
+    if (!lanes.concurrent()) return students_one_at_a_time(lb, teacher);
+    // Weights that do not read the students (the image C-Net, fixed weights) are made on the
+    // policy's lane, beside the students' forwards.
+    lanes.fork(lanes.policy());
+  }
+  std::pair<Tensor, Tensor> weights;
+  if (!policy_->weights_need_student_logits()) {
+    const StreamGuard on(lanes.policy());
+    weights = policy_->weights({lb, teacher, {}, K, dtype});
+  }
 
   std::vector<Tensor> logits;
   lanes.fork_students();
@@ -283,9 +298,11 @@ Trainer::StepRecord Trainer::device_step(const LabelledBatch& lb, StudentStreams
   }
   lanes.join(lanes.teacher());
   lanes.join_students();
-
-  const auto [alpha, beta] = policy_->weights(
-      {lb, teacher, logits, static_cast<std::int64_t>(students_.size()), logits.front().dtype()});
+  if (policy_->weights_need_student_logits())
+    weights = policy_->weights({lb, teacher, logits, K, dtype});
+  else
+    lanes.join(lanes.policy());
+  const auto& [alpha, beta] = weights;
   std::vector<Tensor> detached_logits;
   for (const Tensor& z : logits)
     detached_logits.push_back(z.detach());

@@ -138,13 +138,14 @@ TEST_CASE("a stream cannot wait for another device's stream", "[engine][stream]"
 TEST_CASE("student lanes fork from and join to the step's main stream", "[distill][stream]") {
   FakeStreamsScope fake;
   const Device d = Device::cuda(0);
-  SECTION("concurrent: a lane for the teachers and one per student") {
+  SECTION("concurrent: a lane for the teachers, one per student, one for the policy") {
     distill::StudentStreams lanes(d, 3, true);
     REQUIRE(lanes.concurrent());
-    std::set<std::uintptr_t> handles = {lanes.main().handle, lanes.teacher().handle};
+    std::set<std::uintptr_t> handles = {lanes.main().handle, lanes.teacher().handle,
+                                        lanes.policy().handle};
     for (std::size_t k = 0; k < 3; ++k)
       handles.insert(lanes.student(k).handle);
-    CHECK(handles.size() == 5);  // all distinct
+    CHECK(handles.size() == 6);  // all distinct
 
     fake.backend.log.clear();
     lanes.begin_step();
@@ -168,6 +169,7 @@ TEST_CASE("student lanes fork from and join to the step's main stream", "[distil
     CHECK_FALSE(lanes.concurrent());
     CHECK(lanes.teacher() == lanes.main());
     CHECK(lanes.student(2) == lanes.main());
+    CHECK(lanes.policy() == lanes.main());
     fake.backend.log.clear();
     lanes.fork_students();
     lanes.join_students();

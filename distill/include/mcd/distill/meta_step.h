@@ -20,6 +20,7 @@
 
 #include <mcd/distill/fused_loss.h>
 #include <mcd/engine/optim/sgd.h>
+#include <mcd/engine/stream.h>
 #include <mcd/models/cnet.h>
 #include <mcd/models/module.h>
 
@@ -53,15 +54,17 @@ Tensor beta_of(const Tensor& weights);
 struct MetaStepResult {
   Tensor weights;                  // (B, 2K) C-Net output used by the lookahead (detached)
   Tensor student_losses;           // (K) L_k(theta_k; w)
-  Tensor meta_losses;              // (K) M_k at theta'_k
+  Tensor meta_losses;              // (K) M_k at theta'_k, on the batch's device
   Tensor weight_grad;              // (B, 2K) dM/dw
   std::vector<Tensor> cnet_grads;  // dM/dphi, one per C-Net parameter (zeros where unused)
 };
 
 // Computes the meta-gradient; writes nothing but returns everything (the caller sets the
-// C-Net's .grad and steps its optimizer: see apply_meta_gradient).
+// C-Net's .grad and steps its optimizer: see apply_meta_gradient). With `lanes` (one stream per
+// student, on the batch's device) each student's passes run on its own stream, forked from the
+// caller's current stream and joined back to it before this returns; the numbers are the same.
 MetaStepResult meta_gradient(const std::vector<StudentRef>& students, nn::CNet& cnet,
                              const LabelledBatch& train, const TeacherTargets& teacher,
-                             const LabelledBatch& val);
+                             const LabelledBatch& val, const std::vector<StreamRef>& lanes = {});
 
 }  // namespace mcd::distill

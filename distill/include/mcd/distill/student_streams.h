@@ -1,8 +1,9 @@
-// The multi-student scheduler's streams: one for the teachers and one per student, so that the
-// students' forwards and backwards, whose small kernels each leave most of a GPU idle, run side
-// by side. A step forks work from the caller's stream ("main") onto these lanes and joins it
-// back (Trainer::step says where); on the CPU, or with concurrency off, every lane is the main
-// stream and forks and joins do nothing, so results never depend on the setting.
+// The multi-student scheduler's streams: one for the teachers, one per student and one for the
+// weighting policy, so that the students' forwards and backwards, whose small kernels each
+// leave most of a GPU idle, run side by side (and beside the teachers and the C-Net). A step forks
+// work from the caller's stream ("main") onto these lanes and joins it back (Trainer::step says
+// where); on the CPU, or with concurrency off, every lane is the main stream and forks and joins do
+// nothing, so results never depend on the setting.
 #pragma once
 #include <cstddef>
 #include <memory>
@@ -28,6 +29,7 @@ class StudentStreams {
   StreamRef student(std::size_t k) const {
     return lanes_.empty() ? main_ : lanes_.at(k + 1)->ref();
   }
+  StreamRef policy() const { return lanes_.empty() ? main_ : lanes_.back()->ref(); }
   // `lane` runs what is queued on it from now on after what main has queued so far.
   void fork(StreamRef lane) const { stream_wait(lane, main_); }
   // Main runs what is queued on it from now on after what `lane` has queued so far.
@@ -38,7 +40,8 @@ class StudentStreams {
  private:
   Device device_;
   std::size_t students_;
-  std::vector<std::unique_ptr<PooledStream>> lanes_;  // the teachers', then one per student
+  // The teachers', one per student, the policy's.
+  std::vector<std::unique_ptr<PooledStream>> lanes_;
   StreamRef main_;
 };
 

@@ -83,12 +83,16 @@ class WeightingPolicy {
   // teachers and the students' forwards wait for it, so the default (none) lets them overlap.
   virtual bool acts_before_step(std::int64_t iteration) const { return false; }
   // Runs before the normal step of `iteration` (counted over the whole stage) when
-  // acts_before_step says so.
+  // acts_before_step says so, on the caller's stream; `student_lanes` holds one stream per
+  // student for work that may run side by side (empty: everything on the caller's stream).
   virtual void before_step(std::int64_t iteration, std::vector<Student>& students,
-                           const LabelledBatch& batch, const TeacherTargets& teacher) {}
-  // Whether weights() reads the students' logits. When it does not, and the students share one
-  // stream, the trainer runs them one at a time (forward, loss, backward, step), so that one
-  // student's activations are alive at a time instead of all of them.
+                           const LabelledBatch& batch, const TeacherTargets& teacher,
+                           const std::vector<StreamRef>& student_lanes) {}
+  // Whether weights() reads the students' logits. When it does not, the weights are made before
+  // the students run and read only the batch and the teachers' host fields (guides, tau), not
+  // their targets: with the students on one stream the trainer then runs them one at a time
+  // (forward, loss, backward, step), so that one student's activations are alive at a time;
+  // with a stream per student the weights are made on a lane of their own beside them.
   virtual bool weights_need_student_logits() const { return false; }
   // alpha and beta (K, B), detached, on the batch's device.
   virtual std::pair<Tensor, Tensor> weights(const WeightInputs& in) = 0;
@@ -149,7 +153,8 @@ class CNetWeighting final : public WeightingPolicy {
     return cnet_->config().input == nn::CNetInput::ImageStudents;
   }
   void before_step(std::int64_t iteration, std::vector<Student>& students,
-                   const LabelledBatch& batch, const TeacherTargets& teacher) override;
+                   const LabelledBatch& batch, const TeacherTargets& teacher,
+                   const std::vector<StreamRef>& student_lanes) override;
   std::pair<Tensor, Tensor> weights(const WeightInputs& in) override;
   StateDict state_dict() const override;
   void load_state_dict(const StateDict& state, const std::string& source) override;

@@ -277,14 +277,13 @@ Trainer::StepRecord Trainer::device_step(const LabelledBatch& lb, StudentStreams
 
   const auto K = static_cast<std::int64_t>(students_.size());
   const DType dtype = students_.front().model->parameters().front().dtype();
-  if (!policy_->weights_need_student_logits()) {
+  const bool weights_first = !policy_->weights_need_student_logits();
+  std::pair<Tensor, Tensor> weights;
+  if (weights_first) {
     if (!lanes.concurrent()) return students_one_at_a_time(lb, teacher);
     // Weights that do not read the students (the image C-Net, fixed weights) are made on the
     // policy's lane, beside the students' forwards.
     lanes.fork(lanes.policy());
-  }
-  std::pair<Tensor, Tensor> weights;
-  if (!policy_->weights_need_student_logits()) {
     const StreamGuard on(lanes.policy());
     weights = policy_->weights({lb, teacher, {}, K, dtype});
   }
@@ -298,10 +297,10 @@ Trainer::StepRecord Trainer::device_step(const LabelledBatch& lb, StudentStreams
   }
   lanes.join(lanes.teacher());
   lanes.join_students();
-  if (policy_->weights_need_student_logits())
-    weights = policy_->weights({lb, teacher, logits, K, dtype});
-  else
+  if (weights_first)
     lanes.join(lanes.policy());
+  else
+    weights = policy_->weights({lb, teacher, logits, K, dtype});
   const auto& [alpha, beta] = weights;
   std::vector<Tensor> detached_logits;
   for (const Tensor& z : logits)

@@ -10,6 +10,7 @@
 // Output: one JSON object (to --json PATH too), then a table.
 #include <algorithm>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <map>
 #include <string>
@@ -244,10 +245,13 @@ int main(int argc, char** argv) {
       json_path = argv[++i];
     else if (std::strcmp(argv[i], "--tf32") == 0)
       tf32 = true;
-    else if (std::strcmp(argv[i], "--batch") == 0 && i + 1 < argc)
+    else if (std::strcmp(argv[i], "--batch") == 0 && i + 1 < argc && std::atoi(argv[i + 1]) > 0)
       batch = std::atoi(argv[++i]);
     else {
-      std::fprintf(stderr, "usage: bench_conv_layout_cuda [--tf32] [--batch N] [--json PATH]\n");
+      std::fprintf(stderr,
+                   "bench_conv_layout_cuda: bad argument '%s'\nusage: bench_conv_layout_cuda "
+                   "[--tf32] [--batch N >= 1] [--json PATH]\n",
+                   argv[i]);
       return 2;
     }
   }

@@ -11,6 +11,7 @@
 
 #include <mcd/kernels/cuda/distill_loss.h>
 
+#include "float_math.cuh"
 #include "row_group.cuh"
 
 namespace mcd::kernels::cuda::detail {
@@ -38,19 +39,6 @@ struct LossArgs {
   double tau, inv_tau, inv_b;
   bool cache_z;  // general kernel, block groups: z fits in dynamic shared memory
 };
-
-__device__ __forceinline__ float exp_t(float x) {
-  return expf(x);
-}
-__device__ __forceinline__ double exp_t(double x) {
-  return exp(x);
-}
-__device__ __forceinline__ float log_t(float x) {
-  return logf(x);
-}
-__device__ __forceinline__ double log_t(double x) {
-  return log(x);
-}
 
 // Row max in T across a warp; NaN never wins, as in the CPU reference's `z > m ? z : m`.
 template <class T>

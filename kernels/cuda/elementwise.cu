@@ -10,6 +10,8 @@
 
 #include <mcd/kernels/cuda/check.h>
 
+#include "float_math.cuh"
+
 namespace mcd::kernels::cuda {
 namespace {
 
@@ -86,43 +88,12 @@ __global__ void map2_kernel(StridedArgs g, T* out, const T* a, const T* b, F f) 
 
 #undef MCD_GRID_STRIDE
 
-// float and double overloads of the math functions, so float32 uses expf etc. as std:: does.
-__device__ __forceinline__ float exp_t(float x) {
-  return expf(x);
-}
-__device__ __forceinline__ double exp_t(double x) {
-  return exp(x);
-}
-__device__ __forceinline__ float log_t(float x) {
-  return logf(x);
-}
-__device__ __forceinline__ double log_t(double x) {
-  return log(x);
-}
-__device__ __forceinline__ float log1p_t(float x) {
-  return log1pf(x);
-}
-__device__ __forceinline__ double log1p_t(double x) {
-  return log1p(x);
-}
-__device__ __forceinline__ float sqrt_t(float x) {
-  return sqrtf(x);
-}
-__device__ __forceinline__ double sqrt_t(double x) {
-  return sqrt(x);
-}
-__device__ __forceinline__ float pow_t(float x, float y) {
-  return powf(x, y);
-}
-__device__ __forceinline__ double pow_t(double x, double y) {
-  return pow(x, y);
-}
-__device__ __forceinline__ float abs_t(float x) {
-  return fabsf(x);
-}
-__device__ __forceinline__ double abs_t(double x) {
-  return fabs(x);
-}
+using detail::abs_t;
+using detail::exp_t;
+using detail::log1p_t;
+using detail::log_t;
+using detail::pow_t;
+using detail::sqrt_t;
 
 // ---- unary maps (cpu::UnaryOp)
 template <class T>

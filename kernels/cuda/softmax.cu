@@ -9,19 +9,14 @@
 
 #include <mcd/kernels/cuda/check.h>
 
+#include "float_math.cuh"
 #include "reduce_rows.cuh"
 
 namespace mcd::kernels::cuda {
 namespace {
 
+using detail::exp_t;
 using detail::launch_rows;
-
-__device__ __forceinline__ float exp_t(float x) {
-  return expf(x);
-}
-__device__ __forceinline__ double exp_t(double x) {
-  return exp(x);
-}
 
 __device__ __forceinline__ double nan_value() {
   return std::numeric_limits<double>::quiet_NaN();

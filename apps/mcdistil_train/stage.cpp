@@ -315,6 +315,8 @@ StageResult run_stage(const StageSpec& spec, const DataSplits& d,
         rec["meta_steps"] = c->meta_steps();
         rec["last_meta_loss"] = c->last_meta_loss();
       }
+      // On a GPU: how many of this process's steps in the stage replayed a captured graph.
+      if (!d.device.is_cpu()) rec["graph_replayed_steps"] = trainer.replayed_steps();
       run.append_metrics(rec);
       status += fmt::format(" {} {:.4f}", spec.archs[k], test.accuracy);
       s.meters.reset();

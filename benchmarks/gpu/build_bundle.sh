@@ -14,16 +14,26 @@ if ! command -v nvcc >/dev/null 2>&1 && [ ! -x /usr/local/cuda/bin/nvcc ]; then
   echo "build_bundle: nvcc not found (PATH or /usr/local/cuda/bin); cannot build the CUDA code" >&2
   exit 1
 fi
-targets=(test_cuda_kernels bench_fused_loss_cuda bench_mcdistil_step bench_conv_layout_cuda)
+targets=(test_cuda_kernels bench_fused_loss_cuda bench_mcdistil_step bench_conv_layout_cuda mcdistil_train)
 nice -n 10 cmake --preset cuda >/dev/null
 nice -n 10 cmake --build --preset cuda -j"$jobs" --target "${targets[@]}"
 
 rm -rf "$out"
 mkdir -p "$out/bin" "$out/lib"
 cp build/cuda/tests/test_cuda_kernels build/cuda/benchmarks/bench_fused_loss_cuda \
-  build/cuda/benchmarks/bench_mcdistil_step build/cuda/benchmarks/bench_conv_layout_cuda "$out/bin/"
+  build/cuda/benchmarks/bench_mcdistil_step build/cuda/benchmarks/bench_conv_layout_cuda \
+  build/cuda/apps/mcdistil_train "$out/bin/"
 cp benchmarks/torch_fused_loss_peer.py benchmarks/torch_mcdistil_peer.py benchmarks/torch_cpu_peer.py \
   benchmarks/gpu/summarize.py benchmarks/gpu/kernel_times.py "$out/"
+# A Fashion-MNIST subset (6,000 + 1,000 images, 3 MB) for the app's end-to-end run on the GPU
+# machine (app_smoke.sh), which has no dataset package.
+fm=/usr/share/datasets/fashion-mnist
+if [ -f "$fm/train-images-idx3-ubyte.gz" ]; then
+  python3 benchmarks/gpu/make_data_subset.py "$fm" "$out/data"
+else
+  echo "build_bundle.sh: $fm is missing (apt-get install dataset-fashion-mnist); the GPU check's" \
+    "app step will fail" >&2
+fi
 
 # Libraries every Linux machine has, and those PyTorch's NVIDIA wheels provide, stay out;
 # anything else a binary needs (libfmt, libgomp, ...) is copied next to it.

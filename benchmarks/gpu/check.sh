@@ -111,6 +111,9 @@ if [ -n "$ncu_bin" ]; then
 else
   echo "== ncu not found: the kernel profile is skipped"
 fi
+# The app end to end on CUDA: a Fashion-MNIST subset, interrupted and resumed (app_smoke.sh).
+step app "${MCD_T_APP:-180}" bash -c 'first_line_to "$@"' _ "$logs/app.json" \
+  env PYTHON="$py" bash benchmarks/gpu/app_smoke.sh "$dist" "$logs/app_runs"
 # The layout choice: cuDNN's convolutions of one plain step in NCHW and in NHWC.
 step conv_layout "${MCD_T_LAYOUT:-120}" "$dist/bin/bench_conv_layout_cuda" --json "$logs/conv_layout.json"
 step bench_cuda "${MCD_T_BENCH:-90}" "$dist/bin/bench_fused_loss_cuda" --json "$logs/bench_cuda.json"

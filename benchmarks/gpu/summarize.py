@@ -13,12 +13,13 @@ import re
 import sys
 import xml.etree.ElementTree as ET
 
-STEPS = ["tests", "mcdistil_ours", "mcdistil_torch", "profile", "conv_layout", "bench_cuda",
-         "bench_torch", "memcheck", "racecheck"]
-# The MC-Distil steps (and the layout benchmark of its convolutions) share one output file,
-# keeping the folder within 8 files.
+STEPS = ["tests", "app", "mcdistil_ours", "mcdistil_torch", "profile", "conv_layout",
+         "bench_cuda", "bench_torch", "memcheck", "racecheck"]
+# The MC-Distil steps (and the layout benchmark of its convolutions) share one output file, the
+# app's run joins the tests', keeping the folder within 8 files.
 OUTPUT = {"mcdistil_ours": "bench_mcdistil.json", "mcdistil_torch": "bench_mcdistil.json",
-          "profile": "bench_mcdistil.json", "conv_layout": "bench_mcdistil.json"}
+          "profile": "bench_mcdistil.json", "conv_layout": "bench_mcdistil.json",
+          "tests": "tests.json", "app": "tests.json"}
 
 
 def tail(path, chars=6000):
@@ -164,6 +165,13 @@ def main():
                None)
         metric("peer: meta step cost in plain iterations", peer["meta_step_in_plain_iterations"],
                "x", "info", None)
+    app = entries["app"].get("results")
+    if app:
+        metric("app on CUDA: graph replays in the uninterrupted run", app.get("replayed_steps", 0),
+               "steps", "> 0", app.get("replayed_steps", 0) > 0)
+        diff = app.get("largest_difference")
+        metric("app on CUDA: test accuracy, resumed vs uninterrupted", diff if diff is not None
+               else float("nan"), "abs", "<= 0.05", bool(app.get("ok")))
     layout = entries["conv_layout"].get("results")
     if layout:
         # The layout choice: cuDNN's convolutions of one plain step, NHWC against NCHW.
@@ -175,7 +183,7 @@ def main():
         r = ours["mcdistil_peak_bytes"] / peer["mcdistil_peak_bytes"]
         metric("peak memory, ours / peer", r, "ratio", "<= 0.5", r <= 0.5)
 
-    junit = files["tests.json"].get("junit")
+    junit = entries["tests"].get("junit")
     summary = {"device": (cuda or torch or {}).get("device"),
                "copy_bandwidth_gbs": (cuda or {}).get("copy_bandwidth_gbs"),
                "validated": (cuda or {}).get("validated"),

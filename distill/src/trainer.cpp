@@ -159,7 +159,13 @@ void CNetWeighting::before_step(std::int64_t iteration, std::vector<Student>& st
   adam_.step();
   adam_.zero_grad();
   ++meta_steps_;
-  last_meta_loss_ = sum(r.meta_losses).item();
+  last_meta_losses_ = r.meta_losses;
+}
+
+double CNetWeighting::last_meta_loss() const {
+  if (!last_meta_losses_.defined()) return 0.0;
+  NoGradGuard no_grad;
+  return sum(last_meta_losses_).item();
 }
 
 std::pair<Tensor, Tensor> CNetWeighting::weights(const WeightInputs& in) {

@@ -161,7 +161,9 @@ class CNetWeighting final : public WeightingPolicy {
 
   nn::CNet& cnet() { return *cnet_; }
   std::int64_t meta_steps() const { return meta_steps_; }
-  double last_meta_loss() const { return last_meta_loss_; }
+  // M = sum_k M_k of the last meta step (0 before the first). Read on request: the meta step
+  // itself leaves it on the device, so it does not wait for the device to finish.
+  double last_meta_loss() const;
 
  private:
   LabelledBatch next_meta_batch();
@@ -172,7 +174,7 @@ class CNetWeighting final : public WeightingPolicy {
   data::BatchIterator val_loader_;
   bool batchnorm_train_;
   std::int64_t meta_steps_ = 0;
-  double last_meta_loss_ = 0.0;
+  Tensor last_meta_losses_;  // (K) M_k of the last meta step, on the C-Net's device
 };
 
 // The per-step loop body shared by every method and stage.

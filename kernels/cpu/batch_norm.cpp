@@ -5,9 +5,10 @@
 // chunk; when S is short (2-D inputs, late ResNet stages), over rows of C * S columns, where
 // per-(n, c) loops would be dominated by loop overhead.
 //
-// A fused ReLU clamps the forward's output; in the VJP and JVP it masks the input u (dy) or
-// the output (y_t) of a primitive with the mask recomputed from x. Masked runs are processed
-// in strips: the mask is a plain select loop into (or over) an L1-sized buffer and the
+// A fused residual is added to the forward's output (and its tangent to the JVP's); a fused
+// ReLU clamps the forward's output, and in the VJP and JVP it masks the input u (dy) or the
+// output (y_t) of a primitive with the mask recomputed from x (and the residual). Masked runs are
+// processed in strips: the mask is a plain select loop into (or over) an L1-sized buffer and the
 // arithmetic the plain loop, so both vectorise. (A select fused into the arithmetic does not:
 // without -ffast-math the compiler will not evaluate the arithmetic speculatively and keeps a
 // branch per element, several times slower on random signs.)
@@ -36,12 +37,15 @@ bool worth_parallel(const BatchNormDims& d) {
 // VJP's dy); MaskOutput: out masked by it (the JVP's y_t).
 enum class Relu { None, Clamp, MaskInput, MaskOutput };
 
-// The fused ReLU's per-channel gate: the forward's map scale_c (x - mean_c) + shift_c. An
-// element passes where that value, rounded to T, is positive: the forward's very expression
-// (channel_affine with u absent), so the VJP and JVP see exactly the mask the forward applied.
+// The fused ReLU's gate: the forward's map scale_c (x - mean_c) + shift_c per channel, and the
+// residual. An element passes where that value, rounded to T, plus the residual's element is
+// positive: the forward's very expressions (channel_affine with u absent, then add_run), so
+// the VJP and JVP see exactly the mask the forward applied.
+template <class T>
 struct ReluGate {
   const double* scale = nullptr;
   const double* shift = nullptr;
+  const T* residual = nullptr;  // the whole (N, C, S) residual, or null
 };
 
 // ---- loops over a contiguous piece: of one channel (scalar coefficients, long S) or of a
@@ -57,22 +61,51 @@ void clamp_run(std::int64_t len, T* out) {
   }
 }
 
-// out = v where the gate passes, else 0 (as the relu op's mask, T(0)); out may be v.
+// out += addend, with the add op's expression.
 template <class T>
-void gate_run(std::int64_t len, const T* v, const T* x, double m, double gs, double gh, T* out) {
+void add_run(std::int64_t len, T* out, const T* addend) {
+#pragma omp simd
+  for (std::int64_t i = 0; i < len; ++i)
+    out[i] = out[i] + addend[i];
+}
+
+// out = v where the gate passes, else 0 (as the relu op's mask, T(0)); out may be v. r is the
+// residual's piece, or null.
+template <class T>
+void gate_run(std::int64_t len, const T* v, const T* x, const T* r, double m, double gs, double gh,
+              T* out) {
+  if (r == nullptr) {
+#pragma omp simd
+    for (std::int64_t i = 0; i < len; ++i) {
+      const T vi = v[i];  // loaded unconditionally so the loop vectorises to a masked select
+      out[i] = static_cast<T>(gs * (static_cast<double>(x[i]) - m) + gh) > T(0) ? vi : T(0);
+    }
+    return;
+  }
 #pragma omp simd
   for (std::int64_t i = 0; i < len; ++i) {
-    const T vi = v[i];  // loaded unconditionally so the loop vectorises to a masked select
-    out[i] = static_cast<T>(gs * (static_cast<double>(x[i]) - m) + gh) > T(0) ? vi : T(0);
+    const T vi = v[i];
+    const T pre = static_cast<T>(gs * (static_cast<double>(x[i]) - m) + gh) + r[i];
+    out[i] = pre > T(0) ? vi : T(0);
   }
 }
 template <class T>
-void gate_cols(std::int64_t len, const T* v, const T* x, const double* m, const double* gs,
-               const double* gh, T* out) {
+void gate_cols(std::int64_t len, const T* v, const T* x, const T* r, const double* m,
+               const double* gs, const double* gh, T* out) {
+  if (r == nullptr) {
+#pragma omp simd
+    for (std::int64_t j = 0; j < len; ++j) {
+      const T vj = v[j];
+      out[j] =
+          static_cast<T>(gs[j] * (static_cast<double>(x[j]) - m[j]) + gh[j]) > T(0) ? vj : T(0);
+    }
+    return;
+  }
 #pragma omp simd
   for (std::int64_t j = 0; j < len; ++j) {
     const T vj = v[j];
-    out[j] = static_cast<T>(gs[j] * (static_cast<double>(x[j]) - m[j]) + gh[j]) > T(0) ? vj : T(0);
+    const T pre = static_cast<T>(gs[j] * (static_cast<double>(x[j]) - m[j]) + gh[j]) + r[j];
+    out[j] = pre > T(0) ? vj : T(0);
   }
 }
 
@@ -170,7 +203,7 @@ struct RunSums {
 // m be the mean), and the masked u is also written to `masked` when that is not null.
 template <class T>
 void channel_moments(const BatchNormDims& d, const T* u, const double* mu, const T* x,
-                     const double* m, double* s1, double* s2, const ReluGate& gate = {},
+                     const double* m, double* s1, double* s2, const ReluGate<T>& gate = {},
                      T* masked = nullptr) {
   const bool gated = gate.scale != nullptr;
   if (d.s >= kShortSpatial) {
@@ -195,7 +228,8 @@ void channel_moments(const BatchNormDims& d, const T* u, const double* mu, const
             for (std::int64_t s0 = 0; s0 < d.s; s0 += kStrip) {
               const std::int64_t len = std::min(kStrip, d.s - s0);
               T* dst = masked != nullptr ? masked + at + s0 : strip;
-              gate_run(len, u + at + s0, px + s0, m[c], gate.scale[c], gate.shift[c], dst);
+              const T* pr = gate.residual != nullptr ? gate.residual + at + s0 : nullptr;
+              gate_run(len, u + at + s0, px + s0, pr, m[c], gate.scale[c], gate.shift[c], dst);
               run.add(len, dst, su, px + s0, sx);
             }
           }
@@ -245,7 +279,8 @@ void channel_moments(const BatchNormDims& d, const T* u, const double* mu, const
       for (std::int64_t j0 = 0; j0 < nk; j0 += kStrip) {
         const std::int64_t len = std::min(kStrip, nk - j0);
         T* dst = masked != nullptr ? masked + n * cols + k0 + j0 : strip;
-        gate_cols(len, pu + j0, px + j0, sx.data() + j0, gs.data() + j0, gh.data() + j0, dst);
+        const T* pr = gate.residual != nullptr ? gate.residual + n * cols + k0 + j0 : nullptr;
+        gate_cols(len, pu + j0, px + j0, pr, sx.data() + j0, gs.data() + j0, gh.data() + j0, dst);
         accumulate_cols(len, dst, su.data() + j0, px + j0, sx.data() + j0, a1.data() + j0,
                         a2.data() + j0);
       }
@@ -263,12 +298,13 @@ void channel_moments(const BatchNormDims& d, const T* u, const double* mu, const
 }
 
 // out = a_c * u + b_c * (x - m_c) + k_c for every element; u may be null (a is then ignored).
-// With a fused ReLU as `relu` says (for the masks, m is the mean and the gate is given;
-// MaskInput needs u).
+// addend (N, C, S), when given, is added to that (in T) before the fused ReLU as `relu` says
+// (for the masks, m is the mean and the gate is given; MaskInput needs u).
 template <class T>
 void channel_affine(const BatchNormDims& d, const T* u, const double* a, const T* x,
                     const double* m, const double* b, const double* k, T* out,
-                    Relu relu = Relu::None, const ReluGate& gate = {}) {
+                    Relu relu = Relu::None, const ReluGate<T>& gate = {},
+                    const T* addend = nullptr) {
   if (d.s >= kShortSpatial) {
 #pragma omp parallel for collapse(2) if (worth_parallel(d)) schedule(static)
     for (std::int64_t n = 0; n < d.n; ++n)
@@ -276,7 +312,7 @@ void channel_affine(const BatchNormDims& d, const T* u, const double* a, const T
         const std::int64_t at = (n * d.c + c) * d.s;
         const double ac = a[c], mc = m[c], bc = b[c], kc = k[c];
         const T* pu = u != nullptr ? u + at : nullptr;
-        if (relu == Relu::None) {
+        if (relu == Relu::None && addend == nullptr) {
           affine_run(d.s, pu, ac, x + at, mc, bc, kc, out + at);
           continue;
         }
@@ -288,13 +324,15 @@ void channel_affine(const BatchNormDims& d, const T* u, const double* a, const T
           const T* px = x + at + s0;
           T* po = out + at + s0;
           const T* su = pu != nullptr ? pu + s0 : nullptr;
+          const T* pr = gate.residual != nullptr ? gate.residual + at + s0 : nullptr;
           if (relu == Relu::MaskInput) {
-            gate_run(len, su, px, mc, gs, gh, strip);
+            gate_run(len, su, px, pr, mc, gs, gh, strip);
             su = strip;
           }
           affine_run(len, su, ac, px, mc, bc, kc, po);
+          if (addend != nullptr) add_run(len, po, addend + at + s0);
           if (relu == Relu::Clamp) clamp_run(len, po);
-          if (relu == Relu::MaskOutput) gate_run(len, po, px, mc, gs, gh, po);
+          if (relu == Relu::MaskOutput) gate_run(len, po, px, pr, mc, gs, gh, po);
         }
       }
     return;
@@ -321,6 +359,7 @@ void channel_affine(const BatchNormDims& d, const T* u, const double* a, const T
     if (relu == Relu::None || relu == Relu::Clamp) {
       affine_cols(cols, pu, ak.data(), x + n * cols, mk.data(), bk.data(), kk.data(),
                   out + n * cols);
+      if (addend != nullptr) add_run(cols, out + n * cols, addend + n * cols);
       if (relu == Relu::Clamp) clamp_run(cols, out + n * cols);
       continue;
     }
@@ -330,13 +369,15 @@ void channel_affine(const BatchNormDims& d, const T* u, const double* a, const T
       const T* px = x + n * cols + j0;
       T* po = out + n * cols + j0;
       const T* su = pu != nullptr ? pu + j0 : nullptr;
+      const T* pr = gate.residual != nullptr ? gate.residual + n * cols + j0 : nullptr;
       if (relu == Relu::MaskInput) {
-        gate_cols(len, su, px, mk.data() + j0, gsk.data() + j0, ghk.data() + j0, strip);
+        gate_cols(len, su, px, pr, mk.data() + j0, gsk.data() + j0, ghk.data() + j0, strip);
         su = strip;
       }
       affine_cols(len, su, ak.data() + j0, px, mk.data() + j0, bk.data() + j0, kk.data() + j0, po);
+      if (addend != nullptr) add_run(len, po, addend + n * cols + j0);
       if (relu == Relu::MaskOutput)
-        gate_cols(len, po, px, mk.data() + j0, gsk.data() + j0, ghk.data() + j0, po);
+        gate_cols(len, po, px, pr, mk.data() + j0, gsk.data() + j0, ghk.data() + j0, po);
     }
   }
 }
@@ -363,8 +404,8 @@ void forward_coefficients(std::size_t nc, const T* weight, const T* bias, const 
 
 template <class T>
 void batch_norm_forward_train_cpu(const BatchNormDims& d, const T* x, const T* weight,
-                                  const T* bias, double eps, bool relu, T* y, double* mean,
-                                  double* var, double* invstd) {
+                                  const T* bias, double eps, const BatchNormTail<T>& tail, T* y,
+                                  double* mean, double* var, double* invstd) {
   const double count = static_cast<double>(d.n * d.s);
   const std::size_t nc = static_cast<std::size_t>(d.c);
   Coefs first(nc, 0.0), sum(nc), sq(nc), scale(nc), shift(nc);
@@ -383,39 +424,46 @@ void batch_norm_forward_train_cpu(const BatchNormDims& d, const T* x, const T* w
   }
   forward_coefficients(nc, weight, bias, invstd, scale.data(), shift.data());
   channel_affine<T>(d, nullptr, scale.data(), x, mean, scale.data(), shift.data(), y,
-                    relu ? Relu::Clamp : Relu::None);
+                    tail.relu ? Relu::Clamp : Relu::None, {}, tail.residual);
 }
 
 template <class T>
 void batch_norm_forward_eval_cpu(const BatchNormDims& d, const T* x, const T* weight, const T* bias,
-                                 const double* mean, const double* invstd, bool relu, T* y) {
+                                 const double* mean, const double* invstd,
+                                 const BatchNormTail<T>& tail, T* y) {
   const std::size_t nc = static_cast<std::size_t>(d.c);
   Coefs scale(nc), shift(nc);
   forward_coefficients(nc, weight, bias, invstd, scale.data(), shift.data());
   channel_affine<T>(d, nullptr, scale.data(), x, mean, scale.data(), shift.data(), y,
-                    relu ? Relu::Clamp : Relu::None);
+                    tail.relu ? Relu::Clamp : Relu::None, {}, tail.residual);
 }
 
 template <class T>
-void batch_norm_backward_cpu(const BatchNormDims& d, bool training, bool relu, const T* dy,
-                             const T* x, const T* weight, const T* bias, const double* mean,
-                             const double* invstd, T* dx, T* dweight, T* dbias) {
+void batch_norm_backward_cpu(const BatchNormDims& d, bool training, const BatchNormTail<T>& tail,
+                             const T* dy, const T* x, const T* weight, const T* bias,
+                             const double* mean, const double* invstd, T* dx, T* dweight, T* dbias,
+                             T* dresidual) {
   const double count = static_cast<double>(d.n * d.s);
   const std::size_t nc = static_cast<std::size_t>(d.c);
+  const bool relu = tail.relu;
   // With the ReLU every use of dy below reads it masked: dy := mask * dy.
   Coefs gate_scale, gate_shift;
-  ReluGate gate;
+  ReluGate<T> gate;
   if (relu) {
     gate_scale.resize(nc);
     gate_shift.resize(nc);
     forward_coefficients(nc, weight, bias, invstd, gate_scale.data(), gate_shift.data());
-    gate = {gate_scale.data(), gate_shift.data()};
+    gate = {gate_scale.data(), gate_shift.data(), tail.residual};
   }
-  // With the ReLU, when the sums are needed their pass also writes the masked dy into dx and
-  // the map below runs in place on it, so the mask is computed once and needs no buffer.
+  // With the ReLU, when the sums are needed their pass also writes the masked dy, into
+  // dresidual when wanted or else into dx, and the map below runs on it (in place in dx), so
+  // the mask is computed once and needs no buffer. A wanted dresidual forces that pass.
+  if (!relu) dresidual = nullptr;
+  T* masked_dy = dresidual != nullptr ? dresidual : dx;
   Coefs sum_dy(nc, 0.0), sum_dy_xc(nc, 0.0);
-  const bool sums = training || dweight != nullptr || dbias != nullptr;
-  if (sums) channel_moments(d, dy, nullptr, x, mean, sum_dy.data(), sum_dy_xc.data(), gate, dx);
+  const bool sums = training || dweight != nullptr || dbias != nullptr || dresidual != nullptr;
+  if (sums)
+    channel_moments(d, dy, nullptr, x, mean, sum_dy.data(), sum_dy_xc.data(), gate, masked_dy);
   for (std::size_t c = 0; c < nc; ++c) {
     if (dweight != nullptr) dweight[c] = static_cast<T>(sum_dy_xc[c] * invstd[c]);
     if (dbias != nullptr) dbias[c] = static_cast<T>(sum_dy[c]);
@@ -432,16 +480,18 @@ void batch_norm_backward_cpu(const BatchNormDims& d, bool training, bool relu, c
     }
   }
   if (relu && sums)
-    channel_affine<T>(d, dx, a.data(), x, mean, b.data(), k.data(), dx);
+    channel_affine<T>(d, masked_dy, a.data(), x, mean, b.data(), k.data(), dx);
   else
     channel_affine(d, dy, a.data(), x, mean, b.data(), k.data(), dx,
                    relu ? Relu::MaskInput : Relu::None, gate);
 }
 
 template <class T>
-void batch_norm_jvp_cpu(const BatchNormDims& d, bool training, bool relu, const T* x, const T* x_t,
-                        const T* weight, const T* bias, const T* weight_t, const T* bias_t,
-                        const double* mean, const double* invstd, T* y_t) {
+void batch_norm_jvp_cpu(const BatchNormDims& d, bool training, const BatchNormTail<T>& tail,
+                        const T* x, const T* x_t, const T* weight, const T* bias, const T* weight_t,
+                        const T* bias_t, const T* residual_t, const double* mean,
+                        const double* invstd, T* y_t) {
+  const bool relu = tail.relu;
   const double count = static_cast<double>(d.n * d.s);
   const std::size_t nc = static_cast<std::size_t>(d.c);
   // mean(x_t) and sum((x_t - mean(x_t)) (x - m)) per channel, in training mode only; the
@@ -467,7 +517,7 @@ void batch_norm_jvp_cpu(const BatchNormDims& d, bool training, bool relu, const 
       k[c] -= w * is * mt[c];
     }
   }
-  // With the ReLU, y_t = mask * (the batch norm's y_t).
+  // y_t = the batch norm's y_t + residual_t; with the ReLU, masked.
   Coefs gate_scale, gate_shift;
   if (relu) {
     gate_scale.resize(nc);
@@ -475,21 +525,23 @@ void batch_norm_jvp_cpu(const BatchNormDims& d, bool training, bool relu, const 
     forward_coefficients(nc, weight, bias, invstd, gate_scale.data(), gate_shift.data());
   }
   channel_affine(d, x_t, a.data(), x, mean, b.data(), k.data(), y_t,
-                 relu ? Relu::MaskOutput : Relu::None, {gate_scale.data(), gate_shift.data()});
+                 relu ? Relu::MaskOutput : Relu::None,
+                 {gate_scale.data(), gate_shift.data(), tail.residual}, residual_t);
 }
 
 #define MCD_INSTANTIATE_BATCH_NORM(T)                                                              \
   template void batch_norm_forward_train_cpu<T>(const BatchNormDims&, const T*, const T*,          \
-                                                const T*, double, bool, T*, double*, double*,      \
-                                                double*);                                          \
+                                                const T*, double, const BatchNormTail<T>&, T*,     \
+                                                double*, double*, double*);                        \
   template void batch_norm_forward_eval_cpu<T>(const BatchNormDims&, const T*, const T*, const T*, \
-                                               const double*, const double*, bool, T*);            \
-  template void batch_norm_backward_cpu<T>(const BatchNormDims&, bool, bool, const T*, const T*,   \
-                                           const T*, const T*, const double*, const double*, T*,   \
-                                           T*, T*);                                                \
-  template void batch_norm_jvp_cpu<T>(const BatchNormDims&, bool, bool, const T*, const T*,        \
-                                      const T*, const T*, const T*, const T*, const double*,       \
-                                      const double*, T*);
+                                               const double*, const double*,                       \
+                                               const BatchNormTail<T>&, T*);                       \
+  template void batch_norm_backward_cpu<T>(const BatchNormDims&, bool, const BatchNormTail<T>&,    \
+                                           const T*, const T*, const T*, const T*, const double*,  \
+                                           const double*, T*, T*, T*, T*);                         \
+  template void batch_norm_jvp_cpu<T>(const BatchNormDims&, bool, const BatchNormTail<T>&,         \
+                                      const T*, const T*, const T*, const T*, const T*, const T*,  \
+                                      const T*, const double*, const double*, T*);
 MCD_INSTANTIATE_BATCH_NORM(float)
 MCD_INSTANTIATE_BATCH_NORM(double)
 #undef MCD_INSTANTIATE_BATCH_NORM

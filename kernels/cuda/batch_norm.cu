@@ -3,7 +3,8 @@
 // reduced in shared memory) and a per-channel affine map out = a u + b (x - m) + k (one
 // thread per element). The per-channel coefficients between them are computed by one thread
 // per channel with the CPU's expressions, in double. A fused ReLU enters both primitives as a
-// per-element gate recomputed from x (relu_passes), with the CPU's mask.
+// per-element gate recomputed from x and the fused residual (relu_passes), with the CPU's mask;
+// the residual (or its tangent) is added to the map's output before the ReLU.
 #include <mcd/kernels/cuda/batch_norm.h>
 
 #include <algorithm>
@@ -42,31 +43,40 @@ __device__ __forceinline__ double forward_value(double scale, double xm, double 
   return fma(scale, xm, shift);
 }
 
-// Whether the fused ReLU passes an element: its pre-activation, rounded to T as the forward
-// stores it, is positive. (gs, gh) are the forward's per-channel scale and shift.
+// The fused ReLU's gate: the forward's per-channel scale and shift, and the fused residual
+// (null for none). All null: no gate.
 template <class T>
-__device__ __forceinline__ bool relu_passes(double xm, double gs, double gh) {
-  return static_cast<T>(forward_value(gs, xm, gh)) > T(0);
+struct Gate {
+  const double* scale = nullptr;
+  const double* shift = nullptr;
+  const T* residual = nullptr;
+};
+
+// Whether the fused ReLU passes an element: its pre-activation, the batch norm's value rounded
+// to T as the forward stores it plus the residual r (0 without one: adding 0 changes no
+// comparison with 0), is positive. (gs, gh) are the forward's per-channel scale and shift.
+template <class T>
+__device__ __forceinline__ bool relu_passes(double xm, double gs, double gh, T r) {
+  return static_cast<T>(forward_value(gs, xm, gh)) + r > T(0);
 }
 
 // Per-channel moments in two deterministic passes. Pass 1: block (p, c) sums the values of
 // channel c in images [n0, n1) (its share p of the batch), so every channel gets several
 // blocks however few channels there are, and threads walk each image's contiguous plane:
 //   s1 = sum(u - mu_c),  s2 = sum((u - mu_c)(x - m_c))   (mu may be null: zero shift)
-// With a ReLU gate (gs, gh non-null; x given and m the mean), u is masked by it first.
+// With a ReLU gate (x given and m the mean), u is masked by it first.
 // Pass 2: thread c adds its channel's P partial sums in a fixed order, so results do not
 // depend on scheduling.
 template <class T>
 __global__ void channel_moments_partial_kernel(BatchNormDims d, int parts, const T* u,
                                                const double* mu, const T* x, const double* m,
-                                               const double* gs, const double* gh, double* p1,
-                                               double* p2) {
+                                               Gate<T> gate, double* p1, double* p2) {
   __shared__ double r1[kMomentThreads], r2[kMomentThreads];
   const std::int64_t c = blockIdx.y, part = blockIdx.x;
   const std::int64_t n0 = d.n * part / parts, n1 = d.n * (part + 1) / parts;
   const double su = mu != nullptr ? mu[c] : 0.0, sx = x != nullptr ? m[c] : 0.0;
-  const bool gated = gs != nullptr;
-  const double gsc = gated ? gs[c] : 0.0, ghc = gated ? gh[c] : 0.0;
+  const bool gated = gate.scale != nullptr;
+  const double gsc = gated ? gate.scale[c] : 0.0, ghc = gated ? gate.shift[c] : 0.0;
   // 32-bit index arithmetic inside the share: (n1 - n0) * s stays far below 2^32 for any
   // batch that fits in memory (checked by the launcher).
   const auto plane = static_cast<unsigned>(d.s);
@@ -76,7 +86,8 @@ __global__ void channel_moments_partial_kernel(BatchNormDims d, int parts, const
     const unsigned img = j / plane;
     const std::int64_t at = ((n0 + img) * d.c + c) * d.s + (j - img * plane);
     const double xm = x != nullptr ? static_cast<double>(x[at]) - sx : 0.0;
-    const bool pass = !gated || relu_passes<T>(xm, gsc, ghc);
+    const bool pass =
+        !gated || relu_passes<T>(xm, gsc, ghc, gate.residual != nullptr ? gate.residual[at] : T(0));
     const double du = (pass ? static_cast<double>(u[at]) : 0.0) - su;
     a1 += du;
     if (x != nullptr) a2 += du * xm;
@@ -112,29 +123,38 @@ __global__ void channel_moments_finish_kernel(std::int64_t channels, int parts, 
 }
 
 // out = a_c u + b_c (x - m_c) + k_c for every element; u may be null (a is then ignored).
-// With kRelu, the ReLU gate (gs, gh; m the mean) masks u (MaskInput) or the result
+// addend (when not null) is added to that in T. With kRelu, the ReLU gate (m the mean) masks u
+// (MaskInput; the masked u is also written to masked_u when that is not null) or the result
 // (MaskOutput).
 // Index is the element index type: 32-bit when the tensor allows, since 64-bit division is
 // many times slower on the GPU.
 template <class T, class Index, Relu kRelu>
 __global__ void channel_affine_kernel(BatchNormDims d, const T* u, const double* a, const T* x,
                                       const double* m, const double* b, const double* k,
-                                      const double* gs, const double* gh, T* out) {
+                                      Gate<T> gate, const T* addend, T* masked_u, T* out) {
   const auto n = static_cast<Index>(d.n * d.c * d.s);
   const auto plane = static_cast<Index>(d.s), channels = static_cast<Index>(d.c);
   for (Index i = blockIdx.x * static_cast<Index>(blockDim.x) + threadIdx.x; i < n;
        i += static_cast<Index>(gridDim.x) * blockDim.x) {
     const Index c = (i / plane) % channels;
     const double xm = static_cast<double>(x[i]) - m[c];
+    bool pass = true;
+    if constexpr (kRelu != Relu::None)
+      pass = relu_passes<T>(xm, gate.scale[c], gate.shift[c],
+                            gate.residual != nullptr ? gate.residual[i] : T(0));
     T v;
     if (u != nullptr) {
       T ui = u[i];
-      if constexpr (kRelu == Relu::MaskInput) ui = relu_passes<T>(xm, gs[c], gh[c]) ? ui : T(0);
+      if constexpr (kRelu == Relu::MaskInput) {
+        ui = pass ? ui : T(0);
+        if (masked_u != nullptr) masked_u[i] = ui;
+      }
       v = static_cast<T>(a[c] * static_cast<double>(ui) + b[c] * xm + k[c]);
     } else {
       v = static_cast<T>(forward_value(b[c], xm, k[c]));
     }
-    if constexpr (kRelu == Relu::MaskOutput) v = relu_passes<T>(xm, gs[c], gh[c]) ? v : T(0);
+    if (addend != nullptr) v = v + addend[i];
+    if constexpr (kRelu == Relu::MaskOutput) v = pass ? v : T(0);
     out[i] = v;
   }
 }
@@ -254,11 +274,11 @@ class Scratch {
   DeviceBuffer buffer_;
 };
 
-// gs, gh: the ReLU gate that masks u (channel_moments_partial_kernel), null for none.
+// gate: the ReLU gate that masks u (channel_moments_partial_kernel), empty for none.
 template <class T>
 void launch_moments(const BatchNormDims& d, const T* u, const double* mu, const T* x,
                     const double* m, double* s1, double* s2, cudaStream_t stream,
-                    const double* gs = nullptr, const double* gh = nullptr) {
+                    Gate<T> gate = {}) {
   // About 1024 blocks in all: enough to fill the GPU for a handful of channels, while each
   // block still sums a whole image plane or more.
   constexpr std::int64_t kTargetBlocks = 1024;
@@ -275,40 +295,49 @@ void launch_moments(const BatchNormDims& d, const T* u, const double* mu, const 
   double* p2 = p1 + d.c * parts;
   channel_moments_partial_kernel<T>
       <<<dim3(static_cast<unsigned>(parts), static_cast<unsigned>(d.c)), kMomentThreads, 0,
-         stream>>>(d, parts, u, mu, x, m, gs, gh, p1, p2);
+         stream>>>(d, parts, u, mu, x, m, gate, p1, p2);
   MCD_CUDA_CHECK_LAUNCH("channel_moments_partial_kernel");
   channel_moments_finish_kernel<<<channel_blocks(d.c), kMapThreads, 0, stream>>>(
       d.c, parts, x != nullptr, p1, p2, s1, s2);
   MCD_CUDA_CHECK_LAUNCH("channel_moments_finish_kernel");
 }
 
+// What channel_affine_kernel does besides the map: its ReLU gate (unused with Relu::None),
+// addend and masked_u.
+template <class T>
+struct AffineTail {
+  Relu relu = Relu::None;
+  Gate<T> gate;
+  const T* addend = nullptr;
+  T* masked_u = nullptr;
+};
+
 template <class T, Relu kRelu>
 void launch_affine_as(const BatchNormDims& d, const T* u, const double* a, const T* x,
-                      const double* m, const double* b, const double* k, const double* gs,
-                      const double* gh, T* out, cudaStream_t stream) {
+                      const double* m, const double* b, const double* k, const AffineTail<T>& t,
+                      T* out, cudaStream_t stream) {
   const std::int64_t n = d.n * d.c * d.s;
   if (n < (std::int64_t{1} << 31) - static_cast<std::int64_t>(map_blocks(n)) * kMapThreads)
-    channel_affine_kernel<T, std::uint32_t, kRelu>
-        <<<map_blocks(n), kMapThreads, 0, stream>>>(d, u, a, x, m, b, k, gs, gh, out);
+    channel_affine_kernel<T, std::uint32_t, kRelu><<<map_blocks(n), kMapThreads, 0, stream>>>(
+        d, u, a, x, m, b, k, t.gate, t.addend, t.masked_u, out);
   else
-    channel_affine_kernel<T, std::int64_t, kRelu>
-        <<<map_blocks(n), kMapThreads, 0, stream>>>(d, u, a, x, m, b, k, gs, gh, out);
+    channel_affine_kernel<T, std::int64_t, kRelu><<<map_blocks(n), kMapThreads, 0, stream>>>(
+        d, u, a, x, m, b, k, t.gate, t.addend, t.masked_u, out);
   MCD_CUDA_CHECK_LAUNCH("channel_affine_kernel");
 }
 
-// relu and (gs, gh): the ReLU gate of channel_affine_kernel; gs, gh unused with Relu::None.
 template <class T>
 void launch_affine(const BatchNormDims& d, const T* u, const double* a, const T* x, const double* m,
                    const double* b, const double* k, T* out, cudaStream_t stream,
-                   Relu relu = Relu::None, const double* gs = nullptr, const double* gh = nullptr) {
+                   const AffineTail<T>& t = {}) {
   if (d.n * d.c * d.s == 0) return;
-  switch (relu) {
+  switch (t.relu) {
     case Relu::None:
-      return launch_affine_as<T, Relu::None>(d, u, a, x, m, b, k, gs, gh, out, stream);
+      return launch_affine_as<T, Relu::None>(d, u, a, x, m, b, k, t, out, stream);
     case Relu::MaskInput:
-      return launch_affine_as<T, Relu::MaskInput>(d, u, a, x, m, b, k, gs, gh, out, stream);
+      return launch_affine_as<T, Relu::MaskInput>(d, u, a, x, m, b, k, t, out, stream);
     case Relu::MaskOutput:
-      return launch_affine_as<T, Relu::MaskOutput>(d, u, a, x, m, b, k, gs, gh, out, stream);
+      return launch_affine_as<T, Relu::MaskOutput>(d, u, a, x, m, b, k, t, out, stream);
   }
 }
 
@@ -316,8 +345,9 @@ void launch_affine(const BatchNormDims& d, const T* u, const double* a, const T*
 
 template <class T>
 void batch_norm_forward_train_cuda(const BatchNormDims& d, const T* x, const T* weight,
-                                   const T* bias, double eps, bool relu, T* y, double* mean,
-                                   double* var, double* invstd, cudaStream_t stream) {
+                                   const T* bias, double eps, const cpu::BatchNormTail<T>& tail,
+                                   T* y, double* mean, double* var, double* invstd,
+                                   cudaStream_t stream) {
   if (d.c == 0) return;
   MCD_CUDA_REQUIRE(d.n * d.s > 0, "batch_norm_forward_train_cuda: no values per channel");
   Scratch w(d.c, 5, stream);  // first, sum, sq, scale, shift
@@ -327,43 +357,54 @@ void batch_norm_forward_train_cuda(const BatchNormDims& d, const T* x, const T* 
   forward_train_coefficients_kernel<T><<<channel_blocks(d.c), kMapThreads, 0, stream>>>(
       d, w[0], w[1], w[2], weight, bias, eps, mean, var, invstd, w[3], w[4]);
   MCD_CUDA_CHECK_LAUNCH("forward_train_coefficients_kernel");
-  // With the ReLU, the gate is the map itself: out = v > 0 ? v : 0.
-  launch_affine<T>(d, nullptr, w[3], x, mean, w[3], w[4], y, stream,
-                   relu ? Relu::MaskOutput : Relu::None, w[3], w[4]);
+  // With the ReLU, the gate is the map itself plus the residual: out = v > 0 ? v : 0.
+  launch_affine<T>(
+      d, nullptr, w[3], x, mean, w[3], w[4], y, stream,
+      {tail.relu ? Relu::MaskOutput : Relu::None, {w[3], w[4], tail.residual}, tail.residual});
 }
 
 template <class T>
 void batch_norm_forward_eval_cuda(const BatchNormDims& d, const T* x, const T* weight,
                                   const T* bias, const double* mean, const double* invstd,
-                                  bool relu, T* y, cudaStream_t stream) {
+                                  const cpu::BatchNormTail<T>& tail, T* y, cudaStream_t stream) {
   if (d.c == 0) return;
   Scratch w(d.c, 2, stream);  // scale, shift
   forward_eval_coefficients_kernel<T>
       <<<channel_blocks(d.c), kMapThreads, 0, stream>>>(d, weight, bias, invstd, w[0], w[1]);
   MCD_CUDA_CHECK_LAUNCH("forward_eval_coefficients_kernel");
-  launch_affine<T>(d, nullptr, w[0], x, mean, w[0], w[1], y, stream,
-                   relu ? Relu::MaskOutput : Relu::None, w[0], w[1]);
+  launch_affine<T>(
+      d, nullptr, w[0], x, mean, w[0], w[1], y, stream,
+      {tail.relu ? Relu::MaskOutput : Relu::None, {w[0], w[1], tail.residual}, tail.residual});
 }
 
 template <class T>
-void batch_norm_backward_cuda(const BatchNormDims& d, bool training, bool relu, const T* dy,
-                              const T* x, const T* weight, const T* bias, const double* mean,
-                              const double* invstd, T* dx, T* dweight, T* dbias,
+void batch_norm_backward_cuda(const BatchNormDims& d, bool training,
+                              const cpu::BatchNormTail<T>& tail, const T* dy, const T* x,
+                              const T* weight, const T* bias, const double* mean,
+                              const double* invstd, T* dx, T* dweight, T* dbias, T* dresidual,
                               cudaStream_t stream) {
   if (d.c == 0) return;
+  const bool relu = tail.relu;
+  if (!relu) dresidual = nullptr;  // without the ReLU the residual's gradient is dy itself
+  // The masked dy for the residual is written by the dx map: without a wanted dx, into scratch.
+  DeviceBuffer dx_scratch;
+  if (dresidual != nullptr && dx == nullptr) {
+    dx_scratch = DeviceBuffer(current_device(),
+                              static_cast<std::size_t>(d.n * d.c * d.s) * sizeof(T), stream);
+    dx = dx_scratch.as<T>();
+  }
   Scratch w(d.c, relu ? 7 : 5, stream);  // sum_dy, sum_dy_xc, a, b, k[, gate scale, shift]
   // With the ReLU every use of dy below reads it masked: the gate is the forward's scale and
   // shift, from the forward's coefficient kernel (the training forward computes them with the
   // same expressions from the invstd it saves).
-  const double* gs = relu ? w[5] : nullptr;
-  const double* gh = relu ? w[6] : nullptr;
+  const Gate<T> gate = relu ? Gate<T>{w[5], w[6], tail.residual} : Gate<T>{};
   if (relu) {
     forward_eval_coefficients_kernel<T>
         <<<channel_blocks(d.c), kMapThreads, 0, stream>>>(d, weight, bias, invstd, w[5], w[6]);
     MCD_CUDA_CHECK_LAUNCH("forward_eval_coefficients_kernel");
   }
   if (training || dweight != nullptr || dbias != nullptr) {
-    launch_moments<T>(d, dy, nullptr, x, mean, w[0], w[1], stream, gs, gh);
+    launch_moments<T>(d, dy, nullptr, x, mean, w[0], w[1], stream, gate);
   } else {
     MCD_CUDA_CHECK(cudaMemsetAsync(w[0], 0, 2 * d.c * sizeof(double), stream));
   }
@@ -372,14 +413,16 @@ void batch_norm_backward_cuda(const BatchNormDims& d, bool training, bool relu, 
   MCD_CUDA_CHECK_LAUNCH("backward_coefficients_kernel");
   if (dx != nullptr)
     launch_affine<T>(d, dy, w[2], x, mean, w[3], w[4], dx, stream,
-                     relu ? Relu::MaskInput : Relu::None, gs, gh);
+                     {relu ? Relu::MaskInput : Relu::None, gate, nullptr, dresidual});
 }
 
 template <class T>
-void batch_norm_jvp_cuda(const BatchNormDims& d, bool training, bool relu, const T* x, const T* x_t,
-                         const T* weight, const T* bias, const T* weight_t, const T* bias_t,
+void batch_norm_jvp_cuda(const BatchNormDims& d, bool training, const cpu::BatchNormTail<T>& tail,
+                         const T* x, const T* x_t, const T* weight, const T* bias,
+                         const T* weight_t, const T* bias_t, const T* residual_t,
                          const double* mean, const double* invstd, T* y_t, cudaStream_t stream) {
   if (d.c == 0) return;
+  const bool relu = tail.relu;
   Scratch w(d.c, relu ? 7 : 5, stream);  // sum(x_t), cross, a, b, k[, gate scale, shift]
   if (training && x_t != nullptr)
     launch_moments<T>(d, x_t, nullptr, x, mean, w[0], w[1], stream);
@@ -388,15 +431,15 @@ void batch_norm_jvp_cuda(const BatchNormDims& d, bool training, bool relu, const
   jvp_coefficients_kernel<T><<<channel_blocks(d.c), kMapThreads, 0, stream>>>(
       d, training, x_t != nullptr, weight, weight_t, bias_t, invstd, w[0], w[1], w[2], w[3], w[4]);
   MCD_CUDA_CHECK_LAUNCH("jvp_coefficients_kernel");
-  // With the ReLU, y_t = mask * (the batch norm's y_t).
+  // y_t = the batch norm's y_t + residual_t; with the ReLU, masked.
   if (relu) {
     forward_eval_coefficients_kernel<T>
         <<<channel_blocks(d.c), kMapThreads, 0, stream>>>(d, weight, bias, invstd, w[5], w[6]);
     MCD_CUDA_CHECK_LAUNCH("forward_eval_coefficients_kernel");
   }
   launch_affine<T>(d, x_t, w[2], x, mean, w[3], w[4], y_t, stream,
-                   relu ? Relu::MaskOutput : Relu::None, relu ? w[5] : nullptr,
-                   relu ? w[6] : nullptr);
+                   {relu ? Relu::MaskOutput : Relu::None,
+                    relu ? Gate<T>{w[5], w[6], tail.residual} : Gate<T>{}, residual_t});
 }
 
 template <class R>
@@ -421,24 +464,24 @@ void batch_norm_update_running_cuda(std::int64_t c, R* running_mean, std::int64_
   MCD_CUDA_CHECK_LAUNCH("update_running_kernel");
 }
 
-#define MCD_INSTANTIATE_BATCH_NORM_CUDA(T)                                                        \
-  template void batch_norm_forward_train_cuda<T>(const BatchNormDims&, const T*, const T*,        \
-                                                 const T*, double, bool, T*, double*, double*,    \
-                                                 double*, cudaStream_t);                          \
-  template void batch_norm_forward_eval_cuda<T>(const BatchNormDims&, const T*, const T*,         \
-                                                const T*, const double*, const double*, bool, T*, \
-                                                cudaStream_t);                                    \
-  template void batch_norm_backward_cuda<T>(const BatchNormDims&, bool, bool, const T*, const T*, \
-                                            const T*, const T*, const double*, const double*, T*, \
-                                            T*, T*, cudaStream_t);                                \
-  template void batch_norm_jvp_cuda<T>(const BatchNormDims&, bool, bool, const T*, const T*,      \
-                                       const T*, const T*, const T*, const T*, const double*,     \
-                                       const double*, T*, cudaStream_t);                          \
-  template void batch_norm_eval_stats_cuda<T>(std::int64_t, const T*, std::int64_t, const T*,     \
-                                              std::int64_t, double, double*, double*,             \
-                                              cudaStream_t);                                      \
-  template void batch_norm_update_running_cuda<T>(std::int64_t, T*, std::int64_t, T*,             \
-                                                  std::int64_t, const double*, const double*,     \
+#define MCD_INSTANTIATE_BATCH_NORM_CUDA(T)                                                         \
+  template void batch_norm_forward_train_cuda<T>(const BatchNormDims&, const T*, const T*,         \
+                                                 const T*, double, const cpu::BatchNormTail<T>&,   \
+                                                 T*, double*, double*, double*, cudaStream_t);     \
+  template void batch_norm_forward_eval_cuda<T>(const BatchNormDims&, const T*, const T*,          \
+                                                const T*, const double*, const double*,            \
+                                                const cpu::BatchNormTail<T>&, T*, cudaStream_t);   \
+  template void batch_norm_backward_cuda<T>(                                                       \
+      const BatchNormDims&, bool, const cpu::BatchNormTail<T>&, const T*, const T*, const T*,      \
+      const T*, const double*, const double*, T*, T*, T*, T*, cudaStream_t);                       \
+  template void batch_norm_jvp_cuda<T>(const BatchNormDims&, bool, const cpu::BatchNormTail<T>&,   \
+                                       const T*, const T*, const T*, const T*, const T*, const T*, \
+                                       const T*, const double*, const double*, T*, cudaStream_t);  \
+  template void batch_norm_eval_stats_cuda<T>(std::int64_t, const T*, std::int64_t, const T*,      \
+                                              std::int64_t, double, double*, double*,              \
+                                              cudaStream_t);                                       \
+  template void batch_norm_update_running_cuda<T>(std::int64_t, T*, std::int64_t, T*,              \
+                                                  std::int64_t, const double*, const double*,      \
                                                   std::int64_t, double, cudaStream_t);
 MCD_INSTANTIATE_BATCH_NORM_CUDA(float)
 MCD_INSTANTIATE_BATCH_NORM_CUDA(double)

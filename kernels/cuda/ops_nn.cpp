@@ -116,14 +116,14 @@ class CudaNnOps final : public NnDeviceOps {
 
   // ---- batch_norm
   void batch_norm_forward_train(const BatchNormDims& d, const Tensor& x, const Tensor& weight,
-                                const Tensor& bias, double eps, bool relu, Tensor& y, Tensor& mean,
-                                Tensor& var, Tensor& invstd) override {
+                                const Tensor& bias, double eps, bool relu, const Tensor& residual,
+                                Tensor& y, Tensor& mean, Tensor& var, Tensor& invstd) override {
     OnDevice on(y);
     floating("batch_norm", x, [&](auto tag) {
       using T = decltype(tag);
-      batch_norm_forward_train_cuda<T>(d, x.data<T>(), ptr<T>(weight), ptr<T>(bias), eps, relu,
-                                       y.data<T>(), mean.data<double>(), var.data<double>(),
-                                       invstd.data<double>(), on.stream);
+      batch_norm_forward_train_cuda<T>(d, x.data<T>(), ptr<T>(weight), ptr<T>(bias), eps,
+                                       {relu, ptr<T>(residual)}, y.data<T>(), mean.data<double>(),
+                                       var.data<double>(), invstd.data<double>(), on.stream);
     });
   }
   void batch_norm_eval_stats(const Tensor& running_mean, const Tensor& running_var, double eps,
@@ -141,13 +141,13 @@ class CudaNnOps final : public NnDeviceOps {
   }
   void batch_norm_forward_eval(const BatchNormDims& d, const Tensor& x, const Tensor& weight,
                                const Tensor& bias, const Tensor& mean, const Tensor& invstd,
-                               bool relu, Tensor& y) override {
+                               bool relu, const Tensor& residual, Tensor& y) override {
     OnDevice on(y);
     floating("batch_norm", x, [&](auto tag) {
       using T = decltype(tag);
       batch_norm_forward_eval_cuda<T>(d, x.data<T>(), ptr<T>(weight), ptr<T>(bias),
-                                      mean.data<double>(), invstd.data<double>(), relu, y.data<T>(),
-                                      on.stream);
+                                      mean.data<double>(), invstd.data<double>(),
+                                      {relu, ptr<T>(residual)}, y.data<T>(), on.stream);
     });
   }
   void batch_norm_update_running(Tensor& running_mean, Tensor& running_var, const Tensor& mean,
@@ -166,26 +166,29 @@ class CudaNnOps final : public NnDeviceOps {
   }
   void batch_norm_backward(const BatchNormDims& d, bool training, bool relu, const Tensor& dy,
                            const Tensor& x, const Tensor& weight, const Tensor& bias,
-                           const Tensor& mean, const Tensor& invstd, Tensor& dx, Tensor& dweight,
-                           Tensor& dbias) override {
+                           const Tensor& residual, const Tensor& mean, const Tensor& invstd,
+                           Tensor& dx, Tensor& dweight, Tensor& dbias, Tensor& dresidual) override {
     OnDevice on(dy);
     floating("batch_norm backward", dy, [&](auto tag) {
       using T = decltype(tag);
-      batch_norm_backward_cuda<T>(d, training, relu, dy.data<T>(), x.data<T>(), ptr<T>(weight),
-                                  ptr<T>(bias), mean.data<double>(), invstd.data<double>(),
-                                  mut<T>(dx), mut<T>(dweight), mut<T>(dbias), on.stream);
+      batch_norm_backward_cuda<T>(d, training, {relu, ptr<T>(residual)}, dy.data<T>(), x.data<T>(),
+                                  ptr<T>(weight), ptr<T>(bias), mean.data<double>(),
+                                  invstd.data<double>(), mut<T>(dx), mut<T>(dweight), mut<T>(dbias),
+                                  mut<T>(dresidual), on.stream);
     });
   }
   void batch_norm_jvp(const BatchNormDims& d, bool training, bool relu, const Tensor& x,
                       const Tensor& x_t, const Tensor& weight, const Tensor& bias,
-                      const Tensor& weight_t, const Tensor& bias_t, const Tensor& mean,
-                      const Tensor& invstd, Tensor& y_t) override {
+                      const Tensor& weight_t, const Tensor& bias_t, const Tensor& residual,
+                      const Tensor& residual_t, const Tensor& mean, const Tensor& invstd,
+                      Tensor& y_t) override {
     OnDevice on(y_t);
     floating("batch_norm jvp", x, [&](auto tag) {
       using T = decltype(tag);
-      batch_norm_jvp_cuda<T>(d, training, relu, x.data<T>(), ptr<T>(x_t), ptr<T>(weight),
-                             ptr<T>(bias), ptr<T>(weight_t), ptr<T>(bias_t), mean.data<double>(),
-                             invstd.data<double>(), y_t.data<T>(), on.stream);
+      batch_norm_jvp_cuda<T>(d, training, {relu, ptr<T>(residual)}, x.data<T>(), ptr<T>(x_t),
+                             ptr<T>(weight), ptr<T>(bias), ptr<T>(weight_t), ptr<T>(bias_t),
+                             ptr<T>(residual_t), mean.data<double>(), invstd.data<double>(),
+                             y_t.data<T>(), on.stream);
     });
   }
 

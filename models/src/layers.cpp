@@ -93,13 +93,20 @@ Tensor BatchNorm2d::forward_relu(const Tensor& x) {
   return run(x, true);
 }
 
-Tensor BatchNorm2d::run(const Tensor& x, bool relu) {
+Tensor BatchNorm2d::forward_add_relu(const Tensor& x, const Tensor& residual) {
+  MCD_CHECK(residual.defined(), "BatchNorm2d::forward_add_relu: the residual is undefined");
+  return run(x, true, residual);
+}
+
+Tensor BatchNorm2d::run(const Tensor& x, bool relu, const Tensor& residual) {
   check_nchw("BatchNorm2d", x);
   MCD_CHECK(x.size(1) == num_features_, "BatchNorm2d: expected {} channels, got input of shape {}",
             num_features_, shape_str(x.shape()));
   const bool training = is_training();
-  Tensor y =
-      batch_norm(x, weight_, bias_, running_mean_, running_var_, {training, momentum_, eps_, relu});
+  const BatchNormOptions options{training, momentum_, eps_, relu};
+  Tensor y = residual.defined()
+                 ? batch_norm_add(x, weight_, bias_, running_mean_, running_var_, residual, options)
+                 : batch_norm(x, weight_, bias_, running_mean_, running_var_, options);
   if (training) num_batches_tracked_.data<std::int64_t>()[0] += 1;
   return y;
 }

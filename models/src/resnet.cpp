@@ -42,10 +42,9 @@ BasicBlock::BasicBlock(std::int64_t in_planes, std::int64_t planes, std::int64_t
 }
 
 Tensor BasicBlock::forward(const Tensor& x) {
-  Tensor out = bn1_->forward_relu(conv1_->forward(x));
-  out = bn2_->forward(conv2_->forward(out));
+  const Tensor out = bn1_->forward_relu(conv1_->forward(x));
   const Tensor shortcut = downsample_ ? downsample_->forward(x) : x;
-  return relu(out + shortcut);
+  return bn2_->forward_add_relu(conv2_->forward(out), shortcut);
 }
 
 // ---- Bottleneck
@@ -69,9 +68,8 @@ Bottleneck::Bottleneck(std::int64_t in_planes, std::int64_t planes, std::int64_t
 Tensor Bottleneck::forward(const Tensor& x) {
   Tensor out = bn1_->forward_relu(conv1_->forward(x));
   out = bn2_->forward_relu(conv2_->forward(out));
-  out = bn3_->forward(conv3_->forward(out));
   const Tensor shortcut = downsample_ ? downsample_->forward(x) : x;
-  return relu(out + shortcut);
+  return bn3_->forward_add_relu(conv3_->forward(out), shortcut);
 }
 
 // ---- ResNet

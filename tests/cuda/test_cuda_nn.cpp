@@ -1,8 +1,8 @@
 // CPU/CUDA parity of the "nn" ops on the engine's tensors: matmul and linear (cuBLAS), conv2d
-// (cuDNN), batch_norm (own kernels; also the running statistics and the fused relu) and the
-// pools, each forward, VJP and JVP, in float32 and float64, on odd shapes and non-contiguous
-// views. Tolerances are the parity tolerances of cuda_test_support.h (1e-5 float32, 1e-12
-// float64, normwise).
+// (cuDNN), batch_norm (own kernels; also the running statistics, the fused relu and the fused
+// residual) and the pools, each forward, VJP and JVP, in float32 and float64, on odd shapes and
+// non-contiguous views. Tolerances are the parity tolerances of cuda_test_support.h (1e-5 float32,
+// 1e-12 float64, normwise).
 #include <catch2/catch.hpp>
 
 #include <mcd/engine/generator.h>
@@ -200,6 +200,57 @@ TEMPLATE_TEST_CASE("CUDA batch_norm with relu matches the CPU", "[cuda][nn][batc
         return batch_norm(v[0].permute({0, 3, 1, 2}), v[1], v[2], Tensor(), Tensor(), o);
       },
       {randn({4, 6, 5, 7}, gen, dt), randn({7}, gen, dt), randn({7}, gen, dt)}, tol, gen);
+}
+
+TEMPLATE_TEST_CASE("CUDA batch_norm_add matches the CPU", "[cuda][nn][batch_norm]", float, double) {
+  REQUIRE(kcu::install_cuda_backend());
+  Generator gen(16);
+  const DType dt = dtype_of<TestType>();
+  const double tol = parity_rtol<TestType>();
+  for (const bool training : {true, false})
+    for (const bool relu : {true, false})
+      for (const Shape& shape : {Shape{8, 5, 7, 9}, Shape{16, 13}, Shape{3, 4, 40, 33}}) {
+        const std::int64_t c = shape[1];
+        const Tensor rm = Tensor::uniform({c}, gen, 1.5, 2.5, dt);
+        const Tensor rv = Tensor::uniform({c}, gen, 0.5, 2.0, dt);
+        BatchNormOptions o;
+        o.training = training;
+        o.relu = relu;
+        const std::string name = std::string("batch_norm_add") + (relu ? " relu " : " ") +
+                                 (training ? "train " : "eval ") + shape_str(shape);
+        // x, weight, bias, residual: the residual around -bias so that the mask is mixed.
+        check_op_parity(
+            name,
+            [&, o](const std::vector<Tensor>& v) {
+              const Device d = v[0].device();
+              return batch_norm_add(v[0], v[1], v[2], rm.clone().to(d), rv.clone().to(d), v[3], o);
+            },
+            {Tensor::uniform(shape, gen, 1.0, 3.0, dt), randn({c}, gen, dt), randn({c}, gen, dt),
+             randn(shape, gen, dt)},
+            tol, gen);
+        // Only the residual differentiated: its gradient without a wanted dx.
+        const Tensor x = Tensor::uniform(shape, gen, 1.0, 3.0, dt);
+        check_op_parity(
+            name + " residual only",
+            [&, o](const std::vector<Tensor>& v) {
+              const Device d = v[0].device();
+              return batch_norm_add(x.to(d), Tensor(), Tensor(), rm.clone().to(d), rv.clone().to(d),
+                                    v[0], o);
+            },
+            {randn(shape, gen, dt)}, tol, gen);
+      }
+  // A non-contiguous input and residual (channels last in memory).
+  BatchNormOptions o;
+  o.relu = true;
+  check_op_parity(
+      "batch_norm_add relu on permuted views",
+      [o](const std::vector<Tensor>& v) {
+        return batch_norm_add(v[0].permute({0, 3, 1, 2}), v[1], v[2], Tensor(), Tensor(),
+                              v[3].permute({0, 3, 1, 2}), o);
+      },
+      {randn({4, 6, 5, 7}, gen, dt), randn({7}, gen, dt), randn({7}, gen, dt),
+       randn({4, 6, 5, 7}, gen, dt)},
+      tol, gen);
 }
 
 TEMPLATE_TEST_CASE("CUDA pooling matches the CPU", "[cuda][nn][pool]", float, double) {

@@ -273,6 +273,15 @@ TEST_CASE("float64 derivatives of residual blocks in training and eval mode", "[
   auto bottleneck = std::make_shared<Bottleneck>(3, 2, 2, gen);
   bottleneck->to(DType::Float64);
   check_gradients("bottleneck_train", [&](const V& v) { return bottleneck->forward(v[0]); }, {x});
+
+  // Each block ends in one fused op: batch norm, the shortcut's add and the ReLU.
+  for (nn::Module* block :
+       std::vector<nn::Module*>{projection.get(), identity.get(), bottleneck.get()}) {
+    block->train();
+    const Tensor y = block->forward(x);
+    REQUIRE(y.grad_fn() != nullptr);
+    CHECK(y.grad_fn()->name == "batch_norm_add_relu");
+  }
 }
 
 TEST_CASE("float64 derivatives of a whole ResNet w.r.t. input and parameters", "[grad]") {

@@ -4,7 +4,8 @@
 // On a device, the kernels (and the update) come from the device table with the same
 // contracts; the statistics then live on the device. With options.relu the kernels fuse the
 // ReLU; its rules recompute the mask from x, the statistics, weight and bias (the bias is kept
-// for that), so no pre-activation is saved.
+// for that), so no pre-activation is saved. batch_norm_add also fuses a residual added before
+// the ReLU; the mask then needs the residual too, which the rules keep.
 #include <cmath>
 #include <vector>
 
@@ -61,10 +62,15 @@ void update_running_stats(Tensor& running_mean, Tensor& running_var, const Tenso
   running_var.copy_(Tensor::from_doubles(rv, shape, DType::Float64));
 }
 
-}  // namespace
+const char* node_name(bool relu, bool residual) {
+  if (residual) return relu ? "batch_norm_add_relu" : "batch_norm_add";
+  return relu ? "batch_norm_relu" : "batch_norm";
+}
 
-Tensor batch_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, Tensor running_mean,
-                  Tensor running_var, const BatchNormOptions& options) {
+// y = batch_norm(x) (+ residual when defined) (then ReLU with options.relu).
+Tensor batch_norm_tail(const Tensor& x, const Tensor& weight, const Tensor& bias,
+                       Tensor running_mean, Tensor running_var, const Tensor& residual,
+                       const BatchNormOptions& options) {
   check_defined("batch_norm", x);
   check_floating("batch_norm", x);
   MCD_CHECK(x.dim() >= 2, "batch_norm: expected an input of shape (N, C, ...), got {}",
@@ -81,6 +87,14 @@ Tensor batch_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, Ten
             "batch_norm: eps must be finite and non-negative, got {}", options.eps);
   MCD_CHECK(options.momentum >= 0.0 && options.momentum <= 1.0,
             "batch_norm: momentum must be in [0, 1], got {}", options.momentum);
+  const bool has_residual = residual.defined();
+  if (has_residual) {
+    check_same_device("batch_norm_add", {&x, &residual});
+    MCD_CHECK(residual.shape() == x.shape() && residual.dtype() == x.dtype(),
+              "batch_norm_add: the residual must match the input {} ({}), got {} ({})",
+              shape_str(x.shape()), dtype_name(x.dtype()), shape_str(residual.shape()),
+              dtype_name(residual.dtype()));
+  }
 
   const kc::BatchNormDims d = dims_of(x);
   const std::int64_t count = d.n * d.s;  // values per channel
@@ -96,6 +110,7 @@ Tensor batch_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, Ten
   // ---- forward
   const Tensor xc = detail::contiguous_data(x);
   const Tensor wc = contiguous_or_undefined(weight), bc = contiguous_or_undefined(bias);
+  const Tensor rc = contiguous_or_undefined(residual);
   const Device dev = x.device();
   NnDeviceOps* ops = dev.is_cpu() ? nullptr : &require_device_ops<NnDeviceOps>("batch_norm", x);
   Tensor y = Tensor::empty(x.shape(), x.dtype(), dev);
@@ -104,21 +119,21 @@ Tensor batch_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, Ten
   if (ops != nullptr) {
     if (training) {
       Tensor var = Tensor::empty({d.c}, DType::Float64, dev);
-      ops->batch_norm_forward_train(d, xc, wc, bc, options.eps, relu, y, mean, var, invstd);
+      ops->batch_norm_forward_train(d, xc, wc, bc, options.eps, relu, rc, y, mean, var, invstd);
       if (running_mean.defined())
         ops->batch_norm_update_running(running_mean, running_var, mean, var, count,
                                        options.momentum);
     } else {
       ops->batch_norm_eval_stats(running_mean, running_var, options.eps, mean, invstd);
-      ops->batch_norm_forward_eval(d, xc, wc, bc, mean, invstd, relu, y);
+      ops->batch_norm_forward_eval(d, xc, wc, bc, mean, invstd, relu, rc, y);
     }
   } else if (training) {
     std::vector<double> var(static_cast<std::size_t>(d.c));
     MCD_DISPATCH_FLOATING(x.dtype(), "batch_norm", {
-      kc::batch_norm_forward_train_cpu<scalar_t>(d, xc.data<scalar_t>(), data_or_null<scalar_t>(wc),
-                                                 data_or_null<scalar_t>(bc), options.eps, relu,
-                                                 y.data<scalar_t>(), mean.data<double>(),
-                                                 var.data(), invstd.data<double>());
+      kc::batch_norm_forward_train_cpu<scalar_t>(
+          d, xc.data<scalar_t>(), data_or_null<scalar_t>(wc), data_or_null<scalar_t>(bc),
+          options.eps, {relu, data_or_null<scalar_t>(rc)}, y.data<scalar_t>(), mean.data<double>(),
+          var.data(), invstd.data<double>());
     });
     if (running_mean.defined())
       update_running_stats(running_mean, running_var, mean, var, count, options.momentum);
@@ -129,62 +144,94 @@ Tensor batch_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, Ten
       invstd.data<double>()[c] = 1.0 / std::sqrt(rv[static_cast<std::size_t>(c)] + options.eps);
     }
     MCD_DISPATCH_FLOATING(x.dtype(), "batch_norm", {
-      kc::batch_norm_forward_eval_cpu<scalar_t>(d, xc.data<scalar_t>(), data_or_null<scalar_t>(wc),
-                                                data_or_null<scalar_t>(bc), mean.data<double>(),
-                                                invstd.data<double>(), relu, y.data<scalar_t>());
+      kc::batch_norm_forward_eval_cpu<scalar_t>(
+          d, xc.data<scalar_t>(), data_or_null<scalar_t>(wc), data_or_null<scalar_t>(bc),
+          mean.data<double>(), invstd.data<double>(), {relu, data_or_null<scalar_t>(rc)},
+          y.data<scalar_t>());
     });
   }
 
-  // ---- vjp: dx, dweight, dbias; with relu, those of dy masked by the recomputed ReLU mask
+  // ---- vjp: dx, dweight, dbias (and dresidual); with relu, those of dy masked by the
+  // recomputed ReLU mask. Without the ReLU the residual's gradient is dy itself.
   const bool need_x = x.requires_grad();
   const bool need_w = weight.defined() && weight.requires_grad();
   const bool need_b = bias.defined() && bias.requires_grad();
-  const Tensor gate_bias = relu ? bc : Tensor();  // the mask needs the bias, the plain rules not
-  record(y, relu ? "batch_norm_relu" : "batch_norm", {x, weight, bias},
-         [xc, wc, gate_bias, mean, invstd, d, training, relu, need_x, need_w, need_b,
-          shape = x.shape()](const Tensor& g) {
+  const bool need_r = has_residual && residual.requires_grad();
+  // The mask needs the bias and the residual; the plain rules need neither.
+  const Tensor gate_bias = relu ? bc : Tensor();
+  const Tensor gate_residual = relu ? rc : Tensor();
+  std::vector<Tensor> inputs = {x, weight, bias};
+  if (has_residual) inputs.push_back(residual);
+  record(y, node_name(relu, has_residual), inputs,
+         [xc, wc, gate_bias, gate_residual, mean, invstd, d, training, relu, has_residual, need_x,
+          need_w, need_b, need_r, shape = x.shape()](const Tensor& g) {
            const Tensor gc = detail::contiguous_data(g);
            const Device gdev = gc.device();
-           Tensor dx = need_x ? Tensor::empty(shape, gc.dtype(), gdev) : Tensor();
+           const bool masked_r = need_r && relu;
+           // The kernels write the masked dy for the residual alongside dx.
+           Tensor dx = need_x || masked_r ? Tensor::empty(shape, gc.dtype(), gdev) : Tensor();
            Tensor dw = need_w ? Tensor::empty({d.c}, gc.dtype(), gdev) : Tensor();
            Tensor db = need_b ? Tensor::empty({d.c}, gc.dtype(), gdev) : Tensor();
+           Tensor dr = masked_r ? Tensor::empty(shape, gc.dtype(), gdev) : Tensor();
            if (!gdev.is_cpu()) {
              require_device_ops<NnDeviceOps>("batch_norm backward", gc)
-                 .batch_norm_backward(d, training, relu, gc, xc, wc, gate_bias, mean, invstd, dx,
-                                      dw, db);
-             return std::vector<Tensor>{dx, dw, db};
+                 .batch_norm_backward(d, training, relu, gc, xc, wc, gate_bias, gate_residual, mean,
+                                      invstd, dx, dw, db, dr);
+           } else {
+             MCD_DISPATCH_FLOATING(gc.dtype(), "batch_norm backward", {
+               kc::batch_norm_backward_cpu<scalar_t>(
+                   d, training, {relu, data_or_null<scalar_t>(gate_residual)}, gc.data<scalar_t>(),
+                   xc.data<scalar_t>(), data_or_null<scalar_t>(wc),
+                   data_or_null<scalar_t>(gate_bias), mean.data<double>(), invstd.data<double>(),
+                   data_or_null<scalar_t>(dx), data_or_null<scalar_t>(dw),
+                   data_or_null<scalar_t>(db), data_or_null<scalar_t>(dr));
+             });
            }
-           MCD_DISPATCH_FLOATING(gc.dtype(), "batch_norm backward", {
-             kc::batch_norm_backward_cpu<scalar_t>(
-                 d, training, relu, gc.data<scalar_t>(), xc.data<scalar_t>(),
-                 data_or_null<scalar_t>(wc), data_or_null<scalar_t>(gate_bias), mean.data<double>(),
-                 invstd.data<double>(), data_or_null<scalar_t>(dx), data_or_null<scalar_t>(dw),
-                 data_or_null<scalar_t>(db));
-           });
-           return std::vector<Tensor>{dx, dw, db};
+           std::vector<Tensor> grads = {need_x ? dx : Tensor(), dw, db};
+           if (has_residual) grads.push_back(!need_r ? Tensor() : relu ? dr : g);
+           return grads;
          });
 
-  // ---- jvp: y_t from x_t, weight_t, bias_t (exact through the batch statistics); with relu,
-  // masked by the recomputed ReLU mask
-  propagate_tangent(y, {x, weight, bias}, [&] {
+  // ---- jvp: y_t from x_t, weight_t, bias_t (exact through the batch statistics) and
+  // residual_t; with relu, masked by the recomputed ReLU mask
+  propagate_tangent(y, inputs, [&] {
     const Tensor xt = has_tangent(x) ? detail::contiguous_data(x.tangent()) : Tensor();
     const Tensor wt = has_tangent(weight) ? detail::contiguous_data(weight.tangent()) : Tensor();
     const Tensor bt = has_tangent(bias) ? detail::contiguous_data(bias.tangent()) : Tensor();
+    const Tensor rt = has_residual && has_tangent(residual)
+                          ? detail::contiguous_data(residual.tangent())
+                          : Tensor();
     Tensor yt = Tensor::empty(x.shape(), x.dtype(), dev);
     if (ops != nullptr) {
-      ops->batch_norm_jvp(d, training, relu, xc, xt, wc, bc, wt, bt, mean, invstd, yt);
+      ops->batch_norm_jvp(d, training, relu, xc, xt, wc, bc, wt, bt, rc, rt, mean, invstd, yt);
       return yt;
     }
     MCD_DISPATCH_FLOATING(x.dtype(), "batch_norm jvp", {
-      kc::batch_norm_jvp_cpu<scalar_t>(d, training, relu, xc.data<scalar_t>(),
-                                       data_or_null<scalar_t>(xt), data_or_null<scalar_t>(wc),
-                                       data_or_null<scalar_t>(bc), data_or_null<scalar_t>(wt),
-                                       data_or_null<scalar_t>(bt), mean.data<double>(),
-                                       invstd.data<double>(), yt.data<scalar_t>());
+      kc::batch_norm_jvp_cpu<scalar_t>(
+          d, training, {relu, data_or_null<scalar_t>(rc)}, xc.data<scalar_t>(),
+          data_or_null<scalar_t>(xt), data_or_null<scalar_t>(wc), data_or_null<scalar_t>(bc),
+          data_or_null<scalar_t>(wt), data_or_null<scalar_t>(bt), data_or_null<scalar_t>(rt),
+          mean.data<double>(), invstd.data<double>(), yt.data<scalar_t>());
     });
     return yt;
   });
   return y;
+}
+
+}  // namespace
+
+Tensor batch_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, Tensor running_mean,
+                  Tensor running_var, const BatchNormOptions& options) {
+  return batch_norm_tail(x, weight, bias, std::move(running_mean), std::move(running_var), Tensor(),
+                         options);
+}
+
+Tensor batch_norm_add(const Tensor& x, const Tensor& weight, const Tensor& bias,
+                      Tensor running_mean, Tensor running_var, const Tensor& residual,
+                      const BatchNormOptions& options) {
+  check_defined("batch_norm_add", residual);
+  return batch_norm_tail(x, weight, bias, std::move(running_mean), std::move(running_var), residual,
+                         options);
 }
 
 }  // namespace mcd

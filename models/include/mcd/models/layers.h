@@ -43,6 +43,8 @@ class BatchNorm2d : public Module {
   // relu(forward(x)) as one fused op: the same values, statistics and gradients, without
   // keeping the pre-activation for the backward.
   Tensor forward_relu(const Tensor& x);
+  // relu(forward(x) + residual) as one fused op (the end of a ResNet block), likewise.
+  Tensor forward_add_relu(const Tensor& x, const Tensor& residual);
 
   const Tensor& weight() const { return weight_; }  // (C)
   const Tensor& bias() const { return bias_; }      // (C)
@@ -54,7 +56,7 @@ class BatchNorm2d : public Module {
   double momentum() const { return momentum_; }
 
  private:
-  Tensor run(const Tensor& x, bool relu);
+  Tensor run(const Tensor& x, bool relu, const Tensor& residual = Tensor());
 
   std::int64_t num_features_;
   double eps_, momentum_;

@@ -35,34 +35,39 @@ class NnDeviceOps {
   virtual void conv2d_backward_bias(const kernels::cpu::Conv2dGeometry& g, const Tensor& dy,
                                     Tensor& dbias) = 0;
 
-  // ---- batch_norm (kernels/cpu/batch_norm.h). mean, var, invstd: float64 (C). relu: the
-  // fused relu(batch_norm), its mask recomputed in the VJP and JVP from x, the statistics,
-  // weight and bias with the forward's expression.
+  // ---- batch_norm (kernels/cpu/batch_norm.h). mean, var, invstd: float64 (C). relu and
+  // residual (undefined for none): the fused tail relu(batch_norm + residual), the ReLU's mask
+  // recomputed in the VJP and JVP from x, the statistics, weight, bias and the residual with
+  // the forward's expressions.
   virtual void batch_norm_forward_train(const kernels::cpu::BatchNormDims& d, const Tensor& x,
                                         const Tensor& weight, const Tensor& bias, double eps,
-                                        bool relu, Tensor& y, Tensor& mean, Tensor& var,
-                                        Tensor& invstd) = 0;
+                                        bool relu, const Tensor& residual, Tensor& y, Tensor& mean,
+                                        Tensor& var, Tensor& invstd) = 0;
   // mean = running_mean, invstd = 1 / sqrt(running_var + eps), in double; the running
   // statistics (C) may be float32 or float64, any 1-D stride.
   virtual void batch_norm_eval_stats(const Tensor& running_mean, const Tensor& running_var,
                                      double eps, Tensor& mean, Tensor& invstd) = 0;
   virtual void batch_norm_forward_eval(const kernels::cpu::BatchNormDims& d, const Tensor& x,
                                        const Tensor& weight, const Tensor& bias, const Tensor& mean,
-                                       const Tensor& invstd, bool relu, Tensor& y) = 0;
+                                       const Tensor& invstd, bool relu, const Tensor& residual,
+                                       Tensor& y) = 0;
   // In place: running = (1 - momentum) * running + momentum * batch statistic, with the
   // unbiased variance var * count / (count - 1); computed in double as on the CPU.
   virtual void batch_norm_update_running(Tensor& running_mean, Tensor& running_var,
                                          const Tensor& mean, const Tensor& var, std::int64_t count,
                                          double momentum) = 0;
-  // bias is read only with relu (for the mask).
+  // bias and residual are read only with relu (for the mask); dresidual (the masked dy) is
+  // written only with relu, and needs dx.
   virtual void batch_norm_backward(const kernels::cpu::BatchNormDims& d, bool training, bool relu,
                                    const Tensor& dy, const Tensor& x, const Tensor& weight,
-                                   const Tensor& bias, const Tensor& mean, const Tensor& invstd,
-                                   Tensor& dx, Tensor& dweight, Tensor& dbias) = 0;
+                                   const Tensor& bias, const Tensor& residual, const Tensor& mean,
+                                   const Tensor& invstd, Tensor& dx, Tensor& dweight, Tensor& dbias,
+                                   Tensor& dresidual) = 0;
   virtual void batch_norm_jvp(const kernels::cpu::BatchNormDims& d, bool training, bool relu,
                               const Tensor& x, const Tensor& x_t, const Tensor& weight,
                               const Tensor& bias, const Tensor& weight_t, const Tensor& bias_t,
-                              const Tensor& mean, const Tensor& invstd, Tensor& y_t) = 0;
+                              const Tensor& residual, const Tensor& residual_t, const Tensor& mean,
+                              const Tensor& invstd, Tensor& y_t) = 0;
 
   // ---- pooling (kernels/cpu/pool.h); argmax is int64, shaped like y.
   virtual void max_pool2d_forward(const kernels::cpu::Pool2dGeometry& g, const Tensor& x, Tensor& y,

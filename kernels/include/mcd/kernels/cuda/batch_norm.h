@@ -12,28 +12,29 @@
 
 namespace mcd::kernels::cuda {
 
-// relu: the fused relu(batch_norm) of the CPU contract; the VJP and JVP recompute the forward's
-// mask from x, mean, invstd, weight and bias (bias read only then).
+// tail: the fused relu(batch_norm + residual) of the CPU contract; the VJP and JVP recompute
+// the forward's mask from x, mean, invstd, weight, bias and the residual (bias and residual read
+// only with the ReLU). dresidual: the masked dy, written only with the ReLU.
 template <class T>
 void batch_norm_forward_train_cuda(const cpu::BatchNormDims& d, const T* x, const T* weight,
-                                   const T* bias, double eps, bool relu, T* y, double* mean,
-                                   double* var, double* invstd, cudaStream_t stream);
-
+                                   const T* bias, double eps, const cpu::BatchNormTail<T>& tail,
+                                   T* y, double* mean, double* var, double* invstd,
+                                   cudaStream_t stream);
 template <class T>
 void batch_norm_forward_eval_cuda(const cpu::BatchNormDims& d, const T* x, const T* weight,
                                   const T* bias, const double* mean, const double* invstd,
-                                  bool relu, T* y, cudaStream_t stream);
-
+                                  const cpu::BatchNormTail<T>& tail, T* y, cudaStream_t stream);
 template <class T>
-void batch_norm_backward_cuda(const cpu::BatchNormDims& d, bool training, bool relu, const T* dy,
-                              const T* x, const T* weight, const T* bias, const double* mean,
-                              const double* invstd, T* dx, T* dweight, T* dbias,
+void batch_norm_backward_cuda(const cpu::BatchNormDims& d, bool training,
+                              const cpu::BatchNormTail<T>& tail, const T* dy, const T* x,
+                              const T* weight, const T* bias, const double* mean,
+                              const double* invstd, T* dx, T* dweight, T* dbias, T* dresidual,
                               cudaStream_t stream);
-
 template <class T>
-void batch_norm_jvp_cuda(const cpu::BatchNormDims& d, bool training, bool relu, const T* x,
-                         const T* x_t, const T* weight, const T* bias, const T* weight_t,
-                         const T* bias_t, const double* mean, const double* invstd, T* y_t,
+void batch_norm_jvp_cuda(const cpu::BatchNormDims& d, bool training,
+                         const cpu::BatchNormTail<T>& tail, const T* x, const T* x_t,
+                         const T* weight, const T* bias, const T* weight_t, const T* bias_t,
+                         const T* residual_t, const double* mean, const double* invstd, T* y_t,
                          cudaStream_t stream);
 
 // Running statistics R (float or double), c channels at element strides; mean, var, invstd

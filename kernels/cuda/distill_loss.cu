@@ -235,9 +235,7 @@ void launch_general(LossArgs<T>& a, cudaStream_t stream) {
   a.cache_z = row_bytes + static_bytes <= max_shared_memory_per_block(current_device());
   const std::size_t smem = a.cache_z ? row_bytes : 0;
   auto run = [&](auto kernel) {
-    if (smem > 48 * 1024)
-      MCD_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                          static_cast<int>(smem)));
+    if (smem > 0) allow_dynamic_shared_memory(kernel, smem);
     kernel<<<static_cast<unsigned>(rows), threads, smem, stream>>>(a);
     MCD_CUDA_CHECK_LAUNCH("distill_loss_kernel (block per row)");
   };

@@ -351,9 +351,7 @@ void launch_row_split(const LossArgs<T>& a, bool log_of_prob, cudaStream_t strea
     vec = vec && aligned16(a.logits[s]) && aligned16(a.tangents[s]);
   const SplitKernel<T, JVP> kernel =
       vec ? pick<T, JVP, kVec>(log_of_prob) : pick<T, JVP, 1>(log_of_prob);
-  if (p.smem > 48 * 1024)
-    MCD_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                        static_cast<int>(p.smem)));
+  allow_dynamic_shared_memory(kernel, p.smem);
   cudaLaunchAttribute attr[1] = {};
   attr[0].id = cudaLaunchAttributeClusterDimension;
   attr[0].val.clusterDim.x = static_cast<unsigned>(p.cluster);

@@ -6,10 +6,13 @@
 #pragma once
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 
+#include <mcd/kernels/cuda/check.h>
 #include <mcd/kernels/cuda/distill_loss.h>
+#include <mcd/kernels/cuda/runtime.h>
 
 #include "float_math.cuh"
 #include "row_group.cuh"
@@ -53,6 +56,20 @@ __device__ __forceinline__ T warp_max_t(T x) {
 
 // row_per_warp: rows of at most this many elements (a lane holds V / 32 of them in registers;
 // float64 rows are capped lower to stay clear of register spills).
+// Lets `kernel` take `bytes` of dynamic shared memory. Without opting in, a kernel's static and
+// dynamic shared memory together may not exceed 48 KiB, so a request just under 48 KiB can
+// already fail; when the kernel's current limit is too low it is raised to the most the device
+// allows, never lowered (another thread may be launching the same kernel with more).
+template <class Kernel>
+inline void allow_dynamic_shared_memory(Kernel kernel, std::size_t bytes) {
+  cudaFuncAttributes fa{};
+  MCD_CUDA_CHECK(cudaFuncGetAttributes(&fa, kernel));
+  if (bytes <= static_cast<std::size_t>(fa.maxDynamicSharedSizeBytes)) return;
+  const std::size_t most = max_shared_memory_per_block(current_device()) - fa.sharedSizeBytes;
+  MCD_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                      static_cast<int>(std::max(bytes, most))));
+}
+
 inline constexpr std::int64_t kRowWarpMaxV32 = 1024;
 inline constexpr std::int64_t kRowWarpMaxV64 = 256;
 bool row_warp_applies(std::int64_t v, std::size_t elem_bytes);

@@ -1,7 +1,7 @@
 // The CUDA DistillDeviceOps table (engine/device_ops/nn.h): the fused multi-student loss and
 // its JVP (distill_loss.h) and the teacher-mixture offset (distill_kl_offset.h). Each call
-// takes a zero-filled workspace of its own from the caching allocator (the kernels leave it
-// zero-filled, but a fresh one per call keeps calls on different streams independent).
+// takes a zero-filled workspace of its own from the caching allocator (the kernels leave its
+// counter at zero, but a fresh one per call keeps calls on different streams independent).
 #include <mcd/engine/device_ops.h>
 #include <mcd/engine/device_ops/nn.h>
 #include <mcd/kernels/cuda/backend.h>

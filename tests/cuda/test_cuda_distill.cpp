@@ -363,10 +363,26 @@ std::vector<FusedLossKernel> all_kernels() {
 // loads), 32768 (a 4-block cluster, packs), 32771 (8 blocks, scalars), 65536 (8 blocks; 64 KiB
 // slices in float64), K = 1, 2, 3, 5 and 16, and more samples than the warp path's grid.
 const std::vector<RowShape> kRowShapes = {
-    {1, 1, 1, 2.0},      {5, 3, 3, 2.5},     {5, 400, 100, 2.0}, {1, 13, 100, 4.0},
-    {2, 9, 1000, 1.0},   {1, 5, 1025, 2.5},  {3, 2, 4099, 2.0},  {1, 3, 32768, 2.0},
-    {2, 2, 32771, 4.0},  {1, 2, 65536, 2.0}, {5, 1100, 3, 2.0},  {16, 3, 64, 2.0},
+    {1, 1, 1, 2.0},
+    {5, 3, 3, 2.5},
+    {5, 400, 100, 2.0},
+    {1, 13, 100, 4.0},
+    {2, 9, 1000, 1.0},
+    {1, 5, 1025, 2.5},
+    {3, 2, 4099, 2.0},
+    {1, 3, 32768, 2.0},
+    {2, 2, 32771, 4.0},
+    {1, 2, 65536, 2.0},
+    {5, 1100, 3, 2.0},
+    {16, 3, 64, 2.0},
     {1, 2000, 200, 2.0},
+    // Dynamic shared memory just under 48 KiB, static included over it (the opt-in limit):
+    // row_split at V = 98304 (float32) and 49152 (float64), the general kernel's cached row at
+    // V = 12288 (float32) and 6144 (float64).
+    {1, 2, 98304, 2.0},
+    {1, 2, 49152, 2.0},
+    {1, 2, 12288, 2.0},
+    {1, 2, 6144, 2.0},
 };
 
 template <class T>

@@ -45,7 +45,8 @@ bool fused_loss_kernel_applies(FusedLossKernel kernel, std::int64_t v, std::size
 FusedLossKernel fused_loss_automatic_kernel(std::int64_t v, std::size_t elem_bytes);
 
 // Bytes of device workspace for k students and b rows. The workspace must be zero-filled
-// before its first use (e.g. cudaMemsetAsync once); every launch leaves it zero-filled again.
+// before its first use (e.g. cudaMemsetAsync once); every launch leaves its block counter zero
+// again (the per-block partial sums it also holds are written before they are read).
 // Launches that may overlap (other streams) need their own workspace.
 std::size_t distill_loss_workspace_bytes(std::int64_t k, std::int64_t b);
 

@@ -130,15 +130,18 @@ struct BlockCache::State {
   Block* new_segment(std::size_t size, StreamId stream, PoolId pool, bool small) {
     const std::size_t seg = small ? kSegmentRound : round_up(size, kSegmentRound);
     void* p = backend.allocate(seg);
-    if (p == nullptr) {
+    // The retry synchronizes, which a graph being captured into a private pool forbids (it
+    // would break the capture): there the allocation fails at once, and the capture with it.
+    if (p == nullptr && active_pool == 0) {
       synchronize_and_release();
       p = backend.allocate(seg);
     }
     if (p == nullptr)
       fail(
           "BlockCache: out of memory allocating {} bytes (a {}-byte segment) with {} bytes "
-          "allocated and {} reserved",
-          size, seg, stats.allocated_bytes, stats.reserved_bytes);
+          "allocated and {} reserved{}",
+          size, seg, stats.allocated_bytes, stats.reserved_bytes,
+          active_pool != 0 ? ", while capturing a graph (no cached memory was released)" : "");
     stats.backend_allocations += 1;
     stats.segments += 1;
     stats.reserved_bytes += static_cast<std::int64_t>(seg);

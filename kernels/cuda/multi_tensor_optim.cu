@@ -7,6 +7,9 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <map>
+#include <memory>
+#include <mutex>
 #include <string>
 
 #include <mcd/kernels/cuda/check.h>
@@ -90,6 +93,20 @@ __global__ void __launch_bounds__(kThreads)
   });
 }
 
+// The stream key and upload stream of tables made while a graph is captured, one per device
+// and never destroyed. No kernel ever runs on it, so the caching allocator hands its blocks only
+// to other such tables: a table keyed by the capturing stream could take a block that kernels
+// earlier in the same graph use for their temporaries, and every replay would overwrite it
+// before the optimizer reads it.
+const Stream& table_stream(int device) {
+  static std::mutex mutex;
+  static auto* streams = new std::map<int, std::unique_ptr<Stream>>();
+  std::lock_guard<std::mutex> lock(mutex);
+  auto& s = (*streams)[device];
+  if (!s) s = std::make_unique<Stream>(device);
+  return *s;
+}
+
 void check_list(const MultiTensorList& list, const char* op) {
   MCD_CUDA_REQUIRE(
       list.num_chunks() <= std::numeric_limits<int>::max(),
@@ -116,13 +133,15 @@ MultiTensorList::MultiTensorList(const std::vector<TensorSlots>& tensors, const 
   std::vector<unsigned char> host(bytes);
   std::memcpy(host.data(), tensors.data(), tensor_bytes);
   if (!chunks.empty()) std::memcpy(host.data() + tensor_bytes, chunks.data(), bytes - tensor_bytes);
-  table_ = DeviceBuffer(device_, bytes, stream.get());
   if (stream.capturing()) {
     // A capture records work without running it, and a staged copy would wait for itself:
-    // the table is uploaded now on a stream outside the capture, so every replay finds it.
-    const Stream side(device_);
+    // the table is uploaded now on a stream outside the capture, so every replay finds it. Its
+    // memory comes from the graph's private pool (the graph keeps it), under a key of its own.
+    const Stream& side = table_stream(device_);
+    table_ = DeviceBuffer(device_, bytes, side.get());
     copy_host_to_device(table_.data(), host.data(), bytes, side);
   } else {
+    table_ = DeviceBuffer(device_, bytes, stream.get());
     copy_host_to_device(table_.data(), host.data(), bytes, stream);
   }
 }

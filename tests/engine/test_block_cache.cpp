@@ -182,6 +182,25 @@ TEST_CASE("BlockCache: out of memory releases the cache, then throws", "[block_c
   cache.free(b);
 }
 
+TEST_CASE("BlockCache: out of memory while capturing fails without releasing the cache",
+          "[block_cache]") {
+  // Releasing cached segments synchronizes the device, which breaks a graph being captured:
+  // inside a private pool's window the allocation fails at once, naming the capture.
+  FakeDevice dev(8 * kMiB);
+  BlockCache cache(dev);
+  void* a = cache.allocate(6 * kMiB, 1);
+  cache.free(a);  // cached: 6 MiB reserved
+  cache.begin_private_pool(3);
+  CHECK_THROWS_WITH(cache.allocate(7 * kMiB, 1), Catch::Contains("while capturing a graph"));
+  CHECK(cache.stats().backend_releases == 0);
+  CHECK(cache.stats().reserved_bytes == static_cast<std::int64_t>(6 * kMiB));
+  cache.end_private_pool();
+  cache.release_private_pool(3);
+  void* b = cache.allocate(7 * kMiB, 1);  // outside the window the cache gives way as usual
+  CHECK(cache.stats().backend_releases == 1);
+  cache.free(b);
+}
+
 TEST_CASE("BlockCache: a private pool's memory goes to its windows only", "[block_cache]") {
   FakeDevice dev;
   BlockCache cache(dev);

@@ -92,6 +92,7 @@ struct Timings {
   std::int64_t peak_bytes = 0;
   std::int64_t peak_reserved_bytes = 0;  // the device's caching allocator (graphs keep a pool)
   std::int64_t replayed = 0;             // timed iterations run by replaying a graph
+  std::int64_t meta_replayed = 0;        // timed meta steps run by replaying a graph
 };
 
 // Runs `iterations` iterations (after one warm-up iteration that is not timed) and splits
@@ -146,14 +147,16 @@ Timings run(const Options& o, bool mcdistil, const mcd::data::Dataset& data) {
     return b;
   };
   // Warm-up: plain iterations until the caching allocator holds every block size (iteration
-  // 0 would be a meta one, so start at 1), then one meta iteration, which is not timed.
+  // 0 would be a meta one, so start at 1) and the step's graph is captured, then two meta
+  // iterations (the meta step's first, eager, and its capture), which are not timed.
   trainer.set_iteration(1);
   for (int i = 0; i < 3; ++i)
     trainer.step(next_batch());
-  if (mcdistil) {
-    trainer.set_iteration(o.interval);
-    trainer.step(next_batch());
-  }
+  if (mcdistil)
+    for (std::int64_t m = 1; m <= 2; ++m) {
+      trainer.set_iteration(m * o.interval);
+      trainer.step(next_batch());
+    }
   synchronize(o.device);
   mcd::reset_peak_host_memory();
 #ifdef MCD_HAVE_CUDA
@@ -162,6 +165,7 @@ Timings run(const Options& o, bool mcdistil, const mcd::data::Dataset& data) {
 #endif
   Timings t;
   const std::int64_t replayed_before = trainer.replayed_steps();
+  const std::int64_t meta_replayed_before = trainer.replayed_meta_steps();
   const std::int64_t iterations = o.iterations > 0 ? o.iterations : 2 * o.interval + 1;
   for (std::int64_t i = 0; i < iterations; ++i) {
     const bool meta = mcdistil && trainer.iteration() % o.interval == 0;
@@ -181,6 +185,7 @@ Timings run(const Options& o, bool mcdistil, const mcd::data::Dataset& data) {
   }
 #endif
   t.replayed = trainer.replayed_steps() - replayed_before;
+  t.meta_replayed = trainer.replayed_meta_steps() - meta_replayed_before;
   return t;
 }
 
@@ -278,7 +283,8 @@ int main(int argc, char** argv) {
                       {"kd_peak_reserved_bytes", kd.peak_reserved_bytes},
                       {"mcdistil_peak_reserved_bytes", mc.peak_reserved_bytes},
                       {"schedule", schedules.front()},
-                      {"replayed_iterations", kd.replayed + mc.replayed}};
+                      {"replayed_iterations", kd.replayed + mc.replayed},
+                      {"replayed_meta_iterations", mc.meta_replayed}};
   // Every schedule, and each one's speed against the serial one where it was timed.
   const auto serial = std::find(schedules.begin(), schedules.end(), "serial");
   for (std::size_t i = 0; i < schedules.size(); ++i) {
@@ -289,7 +295,8 @@ int main(int argc, char** argv) {
                         {"amortised_iteration_ms", r.amortised_s * 1e3},
                         {"mcdistil_peak_bytes", r.mc.peak_bytes},
                         {"mcdistil_peak_reserved_bytes", r.mc.peak_reserved_bytes},
-                        {"replayed_iterations", r.kd.replayed + r.mc.replayed}};
+                        {"replayed_iterations", r.kd.replayed + r.mc.replayed},
+                        {"replayed_meta_iterations", r.mc.meta_replayed}};
     if (serial != schedules.end()) {
       const Result& s = results[static_cast<std::size_t>(serial - schedules.begin())];
       e["kd_speedup_over_serial"] = s.kd_s / r.kd_s;
@@ -306,10 +313,12 @@ int main(int argc, char** argv) {
   fmt::print("meta step = {:.2f} plain iterations; amortised overhead over KD {:+.1f}%\n",
              (meta_s - plain_s) / plain_s, 100.0 * (amortised_s / kd_s - 1.0));
   if (schedules.size() > 1) {
-    fmt::print("\n{:<14} {:>8} {:>12} {:>10}\n", "schedule", "KD ms", "amortised ms", "replayed");
+    fmt::print("\n{:<14} {:>8} {:>12} {:>10} {:>8}\n", "schedule", "KD ms", "amortised ms",
+               "replayed", "(meta)");
     for (std::size_t i = 0; i < schedules.size(); ++i)
-      fmt::print("{:<14} {:>8.1f} {:>12.1f} {:>10}\n", schedules[i], results[i].kd_s * 1e3,
-                 results[i].amortised_s * 1e3, results[i].kd.replayed + results[i].mc.replayed);
+      fmt::print("{:<14} {:>8.1f} {:>12.1f} {:>10} {:>8}\n", schedules[i], results[i].kd_s * 1e3,
+                 results[i].amortised_s * 1e3, results[i].kd.replayed + results[i].mc.replayed,
+                 results[i].mc.meta_replayed);
   }
   return 0;
 }

@@ -134,8 +134,9 @@ std::vector<KeySpec> make_key_table() {
               "cuda: run the teacher and each student on a stream of their own, side by side "
               "(same results; false: everything on one stream)"),
       MCD_KEY("run", "cuda_graphs", run.cuda_graphs, any_value(),
-              "cuda: capture a repeated training step once as a CUDA graph and replay it with one "
-              "launch (same results; meta steps and the first step of each epoch run eagerly)"),
+              "cuda: capture a repeated training step, and the repeated meta step, once as CUDA "
+              "graphs and replay each with one launch (same results; the first of each kind, and "
+              "the first step of each epoch, run eagerly)"),
       MCD_KEY("run", "methods", run.methods,
               distinct_list({"ce", "kd", "takd", "dgkd", "mcdistil"}),
               "distillation methods, run in turn from the same warm-started students"),

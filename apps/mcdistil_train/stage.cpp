@@ -316,7 +316,10 @@ StageResult run_stage(const StageSpec& spec, const DataSplits& d,
         rec["last_meta_loss"] = c->last_meta_loss();
       }
       // On a GPU: how many of this process's steps in the stage replayed a captured graph.
-      if (!d.device.is_cpu()) rec["graph_replayed_steps"] = trainer.replayed_steps();
+      if (!d.device.is_cpu()) {
+        rec["graph_replayed_steps"] = trainer.replayed_steps();
+        rec["graph_replayed_meta_steps"] = trainer.replayed_meta_steps();
+      }
       run.append_metrics(rec);
       status += fmt::format(" {} {:.4f}", spec.archs[k], test.accuracy);
       s.meters.reset();

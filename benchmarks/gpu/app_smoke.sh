@@ -4,7 +4,8 @@
 # with the defaults (students on streams of their own, repeated steps replayed as CUDA graphs),
 # then the same run interrupted after 50 steps and resumed, each process stopping after 60 steps
 # of a stage (so the teacher, KD and MC-Distil stages are each interrupted once), to the end.
-# Checks: every run exits 0, no graph capture failed, steps were replayed, the teacher learns
+# Checks: every run exits 0, no graph capture failed, steps and meta steps were replayed, the
+# teacher learns
 # (test accuracy above 50%), and the two runs' final test accuracies agree to 5 points (not bit
 # for bit: cuDNN picks its algorithms by timing, in each process, and a few hundred steps on a
 # subset amplify rounding). Prints one JSON line first, then the logs' tails.
@@ -39,11 +40,11 @@ def summary(run):
             return json.load(f)
     except (OSError, ValueError):
         return None
-def replayed(run):
+def replayed(run, key):
     total = 0
     try:
         for line in open(os.path.join(work, run, "metrics.jsonl")):
-            total = max(total, json.loads(line).get("graph_replayed_steps", 0))
+            total = max(total, json.loads(line).get(key, 0))
     except OSError:
         pass
     return total
@@ -56,12 +57,14 @@ a, b = accuracies(summary("whole")), accuracies(summary("resumed"))
 worst = max((abs(a[k] - b[k]) for k in a if k in b and a[k] is not None and b[k] is not None),
             default=None)
 result = {"whole_rc": whole_rc, "resumed_rc": resumed_rc,
-          "capture_failed": "capturing the step as a CUDA graph failed" in logs,
-          "replayed_steps": replayed("whole"), "test_acc_whole": a, "test_acc_resumed": b,
-          "largest_difference": worst}
+          "capture_failed": "as a CUDA graph failed" in logs,
+          "replayed_steps": replayed("whole", "graph_replayed_steps"),
+          "replayed_meta_steps": replayed("whole", "graph_replayed_meta_steps"),
+          "test_acc_whole": a, "test_acc_resumed": b, "largest_difference": worst}
 teacher = a.get("teacher/resnet10_xs") or 0.0
 result["ok"] = (whole_rc == 0 and resumed_rc == 0 and not result["capture_failed"]
-                and result["replayed_steps"] > 0 and teacher > 0.5 and worst is not None
+                and result["replayed_steps"] > 0 and result["replayed_meta_steps"] > 0
+                and teacher > 0.5 and worst is not None
                 and worst <= 0.05)
 print(json.dumps(result))
 sys.exit(0 if result["ok"] else 1)

@@ -169,6 +169,9 @@ def main():
     if app:
         metric("app on CUDA: graph replays in the uninterrupted run", app.get("replayed_steps", 0),
                "steps", "> 0", app.get("replayed_steps", 0) > 0)
+        metric("app on CUDA: meta-step graph replays in the uninterrupted run",
+               app.get("replayed_meta_steps", 0), "meta steps", "> 0",
+               app.get("replayed_meta_steps", 0) > 0)
         diff = app.get("largest_difference")
         metric("app on CUDA: test accuracy, resumed vs uninterrupted", diff if diff is not None
                else float("nan"), "abs", "<= 0.05", bool(app.get("ok")))

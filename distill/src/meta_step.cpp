@@ -1,7 +1,6 @@
 // The exact lookahead meta-gradient (see meta_step.h for the derivation and invariants).
 #include <mcd/distill/meta_step.h>
 
-
 #include <mcd/engine/autograd.h>
 #include <mcd/engine/ops/elementwise.h>
 #include <mcd/engine/ops/reduce.h>

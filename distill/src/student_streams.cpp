@@ -26,4 +26,9 @@ void StudentStreams::join_students() const {
     join(student(k));
 }
 
+void StudentStreams::join_all() const {
+  for (const auto& lane : lanes_)
+    join(lane->ref());
+}
+
 }  // namespace mcd::distill

@@ -133,33 +133,55 @@ CNetWeighting::CNetWeighting(std::shared_ptr<nn::CNet> cnet, optim::AdamOptions 
             meta_interval_);
 }
 
-LabelledBatch CNetWeighting::next_meta_batch() {
+std::vector<double> CNetWeighting::prepare_before_step(std::int64_t) {
   data::Batch b;
   if (!val_loader_.next(b)) {
     val_loader_.start_epoch(val_loader_.epoch() + 1);
     MCD_CHECK(val_loader_.next(b), "CNetWeighting: the validation split is empty");
   }
+  // In place when the shape repeats: a captured meta step reads the batch from there.
   const Device device = nn::model_device(*cnet_);
-  return {b.images.to(device), b.labels.to(device)};
+  if (meta_batch_.images.defined() && meta_batch_.images.shape() == b.images.shape() &&
+      meta_batch_.labels.shape() == b.labels.shape()) {
+    meta_batch_.images.copy_(b.images);
+    meta_batch_.labels.copy_(b.labels);
+  } else {
+    meta_batch_ = {b.images.to(device), b.labels.to(device)};
+  }
+  std::vector<double> key;
+  for (std::int64_t d : b.images.shape())
+    key.push_back(static_cast<double>(d));
+  return key;
 }
 
-void CNetWeighting::before_step(std::int64_t iteration, std::vector<Student>& students,
-                                const LabelledBatch& batch, const TeacherTargets& teacher,
-                                const std::vector<StreamRef>& student_lanes) {
-  if (!acts_before_step(iteration)) return;
+std::vector<Tensor> CNetWeighting::before_step_on_device(
+    std::vector<Student>& students, const LabelledBatch& batch, const TeacherTargets& teacher,
+    const std::vector<StreamRef>& student_lanes) {
+  MCD_CHECK(meta_batch_.images.defined(),
+            "CNetWeighting: the meta step ran before a meta batch was drawn");
   std::vector<StudentRef> refs;
   for (Student& s : students)
     refs.push_back({s.model.get(), s.optimizer.get()});
-  const LabelledBatch val = next_meta_batch();
   cnet_->train();  // the meta step differentiates the batch-statistics weights
-  MetaStepResult r = meta_gradient(refs, *cnet_, batch, teacher, val, student_lanes);
+  MetaStepResult r = meta_gradient(refs, *cnet_, batch, teacher, meta_batch_, student_lanes);
+  std::vector<Tensor> outputs = std::move(r.cnet_grads);
+  outputs.push_back(r.meta_losses);
+  return outputs;
+}
+
+void CNetWeighting::finish_before_step(const std::vector<Tensor>& outputs) {
   const auto params = cnet_->parameters();
+  MCD_CHECK(outputs.size() == params.size() + 1,
+            "CNetWeighting: the meta step left {} tensors, expected {}", outputs.size(),
+            params.size() + 1);
   for (std::size_t i = 0; i < params.size(); ++i)
-    Tensor(params[i]).set_grad(r.cnet_grads[i]);
+    Tensor(params[i]).set_grad(outputs[i]);
   adam_.step();
   adam_.zero_grad();
   ++meta_steps_;
-  last_meta_losses_ = r.meta_losses;
+  // A copy: a replay of the meta step rewrites its outputs.
+  NoGradGuard no_grad;
+  last_meta_losses_ = outputs.back().clone();
 }
 
 double CNetWeighting::last_meta_loss() const {
@@ -249,36 +271,66 @@ StudentStreams& Trainer::streams_for(Device device) {
   return *streams_;
 }
 
+std::vector<StreamRef> Trainer::student_lanes(const StudentStreams& lanes) const {
+  std::vector<StreamRef> out;
+  for (std::size_t k = 0; k < students_.size() && lanes.concurrent(); ++k)
+    out.push_back(lanes.student(k));
+  return out;
+}
+
 void Trainer::step(const data::Batch& batch) {
   // Batches arrive on the host; every model of a trainer lives on the students' device.
   const Device device = nn::model_device(*students_.front().model);
-  StepRecord record;
-  if (!step_by_graph(batch, streams_for(device), record)) {
-    const LabelledBatch lb{batch.images.to(device), batch.labels.to(device)};
-    record = device_step(lb, streams_for(device));  // anew: a failed capture turns lanes off
+  LabelledBatch on_device;
+  auto device_batch = [&]() -> const LabelledBatch& {
+    if (!on_device.images.defined()) on_device = {batch.images.to(device), batch.labels.to(device)};
+    return on_device;
+  };
+  // The policy's work before the step (the meta step) reads the teachers' targets and
+  // rewrites (then restores) the students' BatchNorm statistics, so the step waits for it.
+  // Eagerly, the step reuses its teachers' targets. (streams_for is asked anew each time: a
+  // failed capture turns the lanes off.)
+  TeacherTargets teacher;
+  bool have_teacher = false;
+  if (policy_->acts_before_step(iteration_)) {
+    const std::vector<double> policy_key = policy_->prepare_before_step(iteration_);
+    if (!before_step_by_graph(batch, streams_for(device), policy_key)) {
+      const std::vector<Tensor> outputs =
+          before_step_on_device(device_batch(), streams_for(device), teacher);
+      policy_->finish_before_step(outputs);
+      have_teacher = true;
+    }
   }
+  StepRecord record;
+  if (!step_by_graph(batch, streams_for(device), record))
+    record = device_step(device_batch(), streams_for(device), have_teacher ? &teacher : nullptr);
   accumulate_meters(record, batch.labels);
   ++iteration_;
 }
 
-Trainer::StepRecord Trainer::device_step(const LabelledBatch& lb, StudentStreams& lanes) {
-  // The teachers on their lane, beside the students' forwards. Every tensor that crosses lanes
-  // (the batch, the teachers' targets, the logits, the loss's output) lives until the lanes
-  // have joined main at the end, so no lane reuses its memory too early.
+std::vector<Tensor> Trainer::before_step_on_device(const LabelledBatch& lb, StudentStreams& lanes,
+                                                   TeacherTargets& teacher) {
   lanes.fork(lanes.teacher());
-  TeacherTargets teacher;
   {
     const StreamGuard on(lanes.teacher());
     teacher = teacher_targets(lb.images);
   }
-  // The meta step reads the teachers' targets and rewrites (then restores) the students'
-  // BatchNorm statistics, so the students' forwards wait for it.
-  if (policy_->acts_before_step(iteration_)) {
-    lanes.join(lanes.teacher());
-    std::vector<StreamRef> student_lanes;
-    for (std::size_t k = 0; k < students_.size() && lanes.concurrent(); ++k)
-      student_lanes.push_back(lanes.student(k));
-    policy_->before_step(iteration_, students_, lb, teacher, student_lanes);
+  lanes.join(lanes.teacher());
+  return policy_->before_step_on_device(students_, lb, teacher, student_lanes(lanes));
+}
+
+Trainer::StepRecord Trainer::device_step(const LabelledBatch& lb, StudentStreams& lanes,
+                                         const TeacherTargets* given_teacher) {
+  // The teachers on their lane, beside the students' forwards. Every tensor that crosses lanes
+  // (the batch, the teachers' targets, the logits, the loss's output) lives until the lanes
+  // have joined main at the end, so no lane reuses its memory too early.
+  TeacherTargets teacher;
+  if (given_teacher != nullptr) {
+    teacher = *given_teacher;
+  } else {
+    lanes.fork(lanes.teacher());
+    const StreamGuard on(lanes.teacher());
+    teacher = teacher_targets(lb.images);
   }
 
   const auto K = static_cast<std::int64_t>(students_.size());
@@ -395,67 +447,110 @@ std::vector<Trainer::HostCounter> Trainer::host_counters() {
 }
 
 bool Trainer::step_by_graph(const data::Batch& batch, StudentStreams& lanes, StepRecord& record) {
-  if (!graphs_ || graph_failed_ || lanes.device().is_cpu() || !policy_->steps_replayable() ||
-      policy_->acts_before_step(iteration_))
-    return false;
-  const GraphKey key = graph_key(batch);
-  if (!graph_ || !(key == graph_key_)) {
-    graph_.reset();  // its memory goes back before a new capture takes any
-    graph_outputs_ = {};
-    // The first step of a kind runs eagerly: it chooses convolution algorithms, creates
-    // library handles and optimizer state, none of which a capture may do.
-    if (!(key == seen_key_)) {
-      seen_key_ = key;
+  if (!policy_->steps_replayable()) return false;
+  // A mixture of several teachers' targets is made on the host (make_mixture_targets), which a
+  // capture cannot record.
+  if (policy_->needs_teacher() && teachers_.size() > 1) return false;
+  const bool replayed = replay_or_capture(
+      step_graph_, graph_key(batch), batch, lanes,
+      [&](const LabelledBatch& in) { step_outputs_ = device_step(in, lanes, nullptr); },
+      [&] { step_outputs_ = {}; });
+  if (!replayed) return false;
+  ++replayed_;
+  record = step_outputs_;
+  return true;
+}
+
+bool Trainer::before_step_by_graph(const data::Batch& batch, StudentStreams& lanes,
+                                   const std::vector<double>& policy_key) {
+  if (!policy_->before_step_replayable()) return false;
+  GraphKey key = graph_key(batch);
+  key.values.insert(key.values.end(), policy_key.begin(), policy_key.end());
+  const bool replayed = replay_or_capture(
+      before_step_graph_, key, batch, lanes,
+      [&](const LabelledBatch& in) {
+        TeacherTargets teacher;
+        before_step_outputs_ = before_step_on_device(in, lanes, teacher);
+      },
+      [&] { before_step_outputs_.clear(); });
+  if (!replayed) return false;
+  ++meta_replayed_;
+  policy_->finish_before_step(before_step_outputs_);
+  return true;
+}
+
+bool Trainer::replay_or_capture(GraphSlot& slot, const GraphKey& key, const data::Batch& batch,
+                                StudentStreams& lanes,
+                                const std::function<void(const LabelledBatch&)>& record,
+                                const std::function<void()>& drop_outputs) {
+  if (!graphs_ || slot.failed || lanes.device().is_cpu()) return false;
+  if (!slot.graph || !(key == slot.key)) {
+    slot.graph.reset();  // its memory goes back before a new capture takes any
+    drop_outputs();
+    // The first run of a kind is eager: it chooses convolution algorithms, creates library
+    // handles and optimizer state, none of which a capture may do.
+    if (!(key == slot.seen)) {
+      slot.seen = key;
       return false;
     }
     const Device device = lanes.device();
-    graph_inputs_ = {batch.images.to(device), batch.labels.to(device)};
-    graph_counters_ = host_counters();
+    slot.inputs = {batch.images.to(device), batch.labels.to(device)};
+    slot.counters = host_counters();
     std::string failure;
     try {
-      graph_ = DeviceGraph::capture(lanes.main(),
-                                    [&] { graph_outputs_ = device_step(graph_inputs_, lanes); });
+      slot.graph = DeviceGraph::capture(lanes.main(), [&] {
+        try {
+          record(slot.inputs);
+        } catch (...) {
+          // A capture must end with every forked lane joined back, or the lanes may go back
+          // to the pool still part of it.
+          try {
+            lanes.join_all();
+          } catch (...) {  // the broken capture may refuse the waits too; the first error wins
+          }
+          throw;
+        }
+      });
     } catch (const Error& e) {
       failure = e.what();
-      graph_.reset();
+      slot.graph.reset();
     }
-    if (!graph_) {
+    if (!slot.graph) {
       // The captured code ran on the host: undo what it counted there, and never try again.
-      for (HostCounter& c : graph_counters_)
+      for (HostCounter& c : slot.counters)
         std::copy(c.before.begin(), c.before.end(), c.buffer.data<std::int64_t>());
-      graph_failed_ = true;
-      graph_outputs_ = {};
-      graph_inputs_ = {};
+      slot.failed = true;
+      drop_outputs();
+      slot.inputs = {};
       if (!failure.empty()) {
         // The lanes took part in the broken capture: one stream is the safe way on.
         fmt::print(stderr,
-                   "Trainer: capturing the step as a CUDA graph failed; every step runs without "
-                   "graphs, on one stream, from now on. {}\n",
+                   "Trainer: capturing {} as a CUDA graph failed; it runs without a graph, and "
+                   "everything on one stream, from now on. {}\n",
+                   &slot == &step_graph_ ? "the step" : "the policy's work before the step",
                    failure);
         concurrent_ = false;
       }
       return false;
     }
-    for (HostCounter& c : graph_counters_) {
+    for (HostCounter& c : slot.counters) {
       const auto* v = c.buffer.data<std::int64_t>();
       for (std::size_t i = 0; i < c.before.size(); ++i)
         c.step.push_back(v[i] - c.before[i]);
     }
-    graph_key_ = key;
+    slot.key = key;
     ++captures_;
   } else {
-    graph_inputs_.images.copy_(batch.images);
-    graph_inputs_.labels.copy_(batch.labels);
-    for (HostCounter& c : graph_counters_) {
+    slot.inputs.images.copy_(batch.images);
+    slot.inputs.labels.copy_(batch.labels);
+    for (HostCounter& c : slot.counters) {
       auto* v = c.buffer.data<std::int64_t>();
       for (std::size_t i = 0; i < c.step.size(); ++i)
         v[i] += c.step[i];
     }
   }
-  // A capture runs nothing: its first replay is this step.
-  graph_->replay(lanes.main());
-  ++replayed_;
-  record = graph_outputs_;
+  // A capture runs nothing: its first replay is this run.
+  slot.graph->replay(lanes.main());
   return true;
 }
 

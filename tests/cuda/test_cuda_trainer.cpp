@@ -7,10 +7,11 @@
 // difference. The comparison is at 1e-6 normwise, not bit for bit: cuBLAS documents that it
 // may pick other kernels while several streams are active.
 //
-// Five MC-Distil iterations (L = 3: meta steps at 0 and 3, run eagerly; 1 eager as the first
-// of its kind, 2 captured and replayed, 4 replayed) and then three KD iterations (eager,
-// captured, replayed), so the meta step's order against the lanes and replays after an eager
-// meta step are both exercised; the graph schedules must really replay. Checked:
+// Seven MC-Distil iterations (L = 3: meta steps at 0, 3 and 6; the meta step eager at 0 as the
+// first of its kind, captured at 3 and replayed at 6; the step eager at 0, captured at 1 and
+// replayed from then on, after the meta step's replays too) and then three KD iterations
+// (eager, captured, replayed), so the meta step's order against the lanes and the two graphs'
+// order are both exercised; the graph schedules must really replay. Checked:
 // every student parameter, momentum buffer and BatchNorm statistic, the C-Net's parameters
 // and the epoch meters. The reference (one stream) is itself checked against the CPU by the
 // MC-Distil iteration test.
@@ -62,7 +63,7 @@ std::vector<std::int64_t> first(std::int64_t n) {
 struct Run {
   std::vector<distill::Student> students;
   std::shared_ptr<nn::CNet> cnet;
-  std::int64_t replayed = 0, captured = 0;
+  std::int64_t replayed = 0, meta_replayed = 0, captured = 0;
 };
 
 Run train(const data::Dataset& data, nn::CNetInput input, bool concurrent, bool graphs) {
@@ -113,9 +114,10 @@ Run train(const data::Dataset& data, nn::CNetInput input, bool concurrent, bool 
         4.0);
     mcdistil.set_concurrent_students(concurrent);
     mcdistil.set_graphs(graphs);
-    for (int i = 0; i < 5; ++i)
+    for (int i = 0; i < 7; ++i)
       mcdistil.step(next());
     r.replayed += mcdistil.replayed_steps();
+    r.meta_replayed += mcdistil.replayed_meta_steps();
     r.captured += mcdistil.captured_graphs();
   }
   distill::Trainer kd(r.students, teacher, distill::kd_weighting(0.5), 4.0);
@@ -177,12 +179,14 @@ TEST_CASE("CUDA trainer: lanes and graphs match one stream without graphs", "[cu
     const Run lanes = train(data, input, true, false);
     require_same_state(lanes, serial);
     const Run graphs = train(data, input, false, true);
-    CHECK(graphs.captured == 2);  // one per trainer
-    CHECK(graphs.replayed == 4);  // MC-Distil iterations 2 and 4, KD iterations 1 and 2
+    CHECK(graphs.captured == 3);       // the MC-Distil step and meta step, the KD step
+    CHECK(graphs.replayed == 8);       // MC-Distil iterations 1 to 6, KD iterations 1 and 2
+    CHECK(graphs.meta_replayed == 2);  // MC-Distil iterations 3 and 6
     require_same_state(graphs, serial);
     const Run both = train(data, input, true, true);
-    CHECK(both.captured == 2);
-    CHECK(both.replayed == 4);
+    CHECK(both.captured == 3);
+    CHECK(both.replayed == 8);
+    CHECK(both.meta_replayed == 2);
     require_same_state(both, serial);
   }
   kcu::set_conv_deterministic(false);

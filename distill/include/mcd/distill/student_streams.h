@@ -36,6 +36,8 @@ class StudentStreams {
   void join(StreamRef lane) const { stream_wait(main_, lane); }
   void fork_students() const;
   void join_students() const;
+  // Joins every lane (after a failure part-way through a step, so that none is left forked).
+  void join_all() const;
 
  private:
   Device device_;

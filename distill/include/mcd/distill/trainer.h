@@ -6,10 +6,12 @@
 //             iterations (meta_step.h), before that iteration's normal step
 //   DGKD      several teachers at once (every larger trained model), some dropped at random
 //             each iteration; TAKD is a chain of KD stages, each with the previous as teacher
-// The teachers' logits are computed once per batch and shared by the meta step and the step.
+// The teachers' logits are computed once per batch and shared by the meta step and the step
+// (on a device with graphs, the replayed step computes its own).
 #pragma once
 #include <array>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <utility>
@@ -79,15 +81,31 @@ class WeightingPolicy {
   virtual bool steps_replayable() const { return true; }
   // Models the policy runs during a step besides the trainer's (the C-Net).
   virtual std::vector<nn::Module*> modules() { return {}; }
-  // Whether before_step does anything at `iteration`. Work before the step waits for the
-  // teachers and the students' forwards wait for it, so the default (none) lets them overlap.
+  // Whether the policy works before the normal step of `iteration` (counted over the whole
+  // stage): the meta step. That work comes in three parts, so that the device part can be
+  // captured as a graph and replayed like the step:
+  //   prepare_before_step: the host's part first (drawing the meta batch into tensors the
+  //     policy keeps, refilled in place). Returns what the device part's work depends on besides
+  //     the trainer's batch shape and learning rates (its inputs' shapes): equal values, same
+  //     device work.
+  //   before_step_on_device: device work only, on the caller's stream, after the teachers'
+  //     targets; `student_lanes` holds one stream per student for work that may run side by
+  //     side (empty: everything on the caller's stream). It must not read device values on the
+  //     host nor decide on the host anything that changes between calls. Returns what the last
+  //     part needs (a replay rewrites the returned tensors in place).
+  //   finish_before_step: the host's part after the device part ran or was replayed (optimizer
+  //     steps with coefficients computed on the host, counters).
   virtual bool acts_before_step(std::int64_t iteration) const { return false; }
-  // Runs before the normal step of `iteration` (counted over the whole stage) when
-  // acts_before_step says so, on the caller's stream; `student_lanes` holds one stream per
-  // student for work that may run side by side (empty: everything on the caller's stream).
-  virtual void before_step(std::int64_t iteration, std::vector<Student>& students,
-                           const LabelledBatch& batch, const TeacherTargets& teacher,
-                           const std::vector<StreamRef>& student_lanes) {}
+  virtual std::vector<double> prepare_before_step(std::int64_t iteration) { return {}; }
+  virtual std::vector<Tensor> before_step_on_device(std::vector<Student>& students,
+                                                    const LabelledBatch& batch,
+                                                    const TeacherTargets& teacher,
+                                                    const std::vector<StreamRef>& student_lanes) {
+    return {};
+  }
+  virtual void finish_before_step(const std::vector<Tensor>& outputs) {}
+  // Whether before_step_on_device keeps those rules, so that it may be captured as a graph.
+  virtual bool before_step_replayable() const { return false; }
   // Whether weights() reads the students' logits. When it does not, the weights are made before
   // the students run and read only the batch and the teachers' host fields (guides, tau), not
   // their targets: with the students on one stream the trainer then runs them one at a time
@@ -152,29 +170,37 @@ class CNetWeighting final : public WeightingPolicy {
   bool weights_need_student_logits() const override {
     return cnet_->config().input == nn::CNetInput::ImageStudents;
   }
-  void before_step(std::int64_t iteration, std::vector<Student>& students,
-                   const LabelledBatch& batch, const TeacherTargets& teacher,
-                   const std::vector<StreamRef>& student_lanes) override;
+  // Draws the next meta batch from the held-out split.
+  std::vector<double> prepare_before_step(std::int64_t iteration) override;
+  // The meta-gradient; returns dM/dphi per C-Net parameter, then the (K) meta losses.
+  std::vector<Tensor> before_step_on_device(std::vector<Student>& students,
+                                            const LabelledBatch& batch,
+                                            const TeacherTargets& teacher,
+                                            const std::vector<StreamRef>& student_lanes) override;
+  // The C-Net's Adam step on that gradient.
+  void finish_before_step(const std::vector<Tensor>& outputs) override;
+  bool before_step_replayable() const override { return true; }
   std::pair<Tensor, Tensor> weights(const WeightInputs& in) override;
   StateDict state_dict() const override;
   void load_state_dict(const StateDict& state, const std::string& source) override;
 
   nn::CNet& cnet() { return *cnet_; }
   std::int64_t meta_steps() const { return meta_steps_; }
+  // The meta batch drawn last (undefined before the first), on the C-Net's device.
+  const LabelledBatch& meta_batch() const { return meta_batch_; }
   // M = sum_k M_k of the last meta step (0 before the first). Read on request: the meta step
   // itself leaves it on the device, so it does not wait for the device to finish.
   double last_meta_loss() const;
 
  private:
-  LabelledBatch next_meta_batch();
-
   std::shared_ptr<nn::CNet> cnet_;
   optim::Adam adam_;
   std::int64_t meta_interval_;
   data::BatchIterator val_loader_;
   bool batchnorm_train_;
   std::int64_t meta_steps_ = 0;
-  Tensor last_meta_losses_;  // (K) M_k of the last meta step, on the C-Net's device
+  LabelledBatch meta_batch_;  // the last drawn, on the C-Net's device; refilled in place
+  Tensor last_meta_losses_;   // (K) M_k of the last meta step, on the C-Net's device
 };
 
 // The per-step loop body shared by every method and stage.
@@ -200,14 +226,16 @@ class Trainer {
   void set_concurrent_students(bool on) { concurrent_ = on; }
   bool concurrent_students() const { return concurrent_; }
   // On a device with graphs (CUDA), steps that repeat the same work are captured once as a
-  // graph and replayed with one launch (the default). An iteration with a new batch shape or
-  // new learning rates runs eagerly, is captured at its next occurrence and replayed from
-  // then on; meta-step iterations run eagerly. Same results either way. When a capture fails
-  // the trainer says so on stderr and runs eagerly (and on one stream) from then on.
+  // graph and replayed with one launch (the default), and so is the policy's work before the
+  // step (the meta step), as a second graph. Work with a new batch shape or new learning rates
+  // runs eagerly, is captured at its next occurrence and replayed from then on. Same results
+  // either way. When a capture fails the trainer says so on stderr and runs that work eagerly
+  // (and everything on one stream) from then on.
   void set_graphs(bool on) { graphs_ = on; }
   bool graphs() const { return graphs_; }
-  // Steps run by replaying a graph so far, and graphs captured.
+  // Steps, and meta steps, run by replaying a graph so far; graphs captured.
   std::int64_t replayed_steps() const { return replayed_; }
+  std::int64_t replayed_meta_steps() const { return meta_replayed_; }
   std::int64_t captured_graphs() const { return captures_; }
 
   std::int64_t iteration() const { return iteration_; }
@@ -232,12 +260,35 @@ class Trainer {
     Tensor buffer;
     std::vector<std::int64_t> before, step;
   };
+  // A captured piece of an iteration (the step, or the policy's work before it).
+  struct GraphSlot {
+    std::unique_ptr<DeviceGraph> graph;
+    GraphKey key, seen;    // the captured work's key; the last key seen (captured on repeat)
+    LabelledBatch inputs;  // refilled in place before each replay
+    std::vector<HostCounter> counters;
+    bool failed = false;
+  };
 
   TeacherTargets teacher_targets(const Tensor& images);
   StudentStreams& streams_for(Device device);
-  StepRecord device_step(const LabelledBatch& batch, StudentStreams& lanes);
+  std::vector<StreamRef> student_lanes(const StudentStreams& lanes) const;
+  // The step; `teacher`, when given, holds the teachers' targets for the batch already made.
+  StepRecord device_step(const LabelledBatch& batch, StudentStreams& lanes,
+                         const TeacherTargets* teacher);
   StepRecord students_one_at_a_time(const LabelledBatch& batch, const TeacherTargets& teacher);
+  // The policy's device work before the step, after the teachers' targets (left in `teacher`).
+  std::vector<Tensor> before_step_on_device(const LabelledBatch& batch, StudentStreams& lanes,
+                                            TeacherTargets& teacher);
   bool step_by_graph(const data::Batch& batch, StudentStreams& lanes, StepRecord& record);
+  bool before_step_by_graph(const data::Batch& batch, StudentStreams& lanes,
+                            const std::vector<double>& policy_key);
+  // Replays `slot` for `key` on the batch, capturing `record` first when the key repeats the
+  // last one seen; false when the work must run eagerly instead. `drop_outputs` lets go of the
+  // tensors a previous capture of the slot left.
+  bool replay_or_capture(GraphSlot& slot, const GraphKey& key, const data::Batch& batch,
+                         StudentStreams& lanes,
+                         const std::function<void(const LabelledBatch&)>& record,
+                         const std::function<void()>& drop_outputs);
   GraphKey graph_key(const data::Batch& batch) const;
   std::vector<HostCounter> host_counters();
   void accumulate_meters(const StepRecord& record, const Tensor& labels);
@@ -251,13 +302,10 @@ class Trainer {
   bool lanes_requested_ = false;             // concurrent_ when streams_ was made
   std::unique_ptr<StudentStreams> streams_;  // made on the first step, on the students' device
   bool graphs_ = true;
-  bool graph_failed_ = false;
-  std::unique_ptr<DeviceGraph> graph_;
-  GraphKey graph_key_, seen_key_;
-  LabelledBatch graph_inputs_;  // refilled in place before each replay
-  StepRecord graph_outputs_;    // rewritten by each replay
-  std::vector<HostCounter> graph_counters_;
-  std::int64_t replayed_ = 0, captures_ = 0;
+  GraphSlot step_graph_, before_step_graph_;
+  StepRecord step_outputs_;                  // rewritten by each replay of step_graph_
+  std::vector<Tensor> before_step_outputs_;  // rewritten by each replay of before_step_graph_
+  std::int64_t replayed_ = 0, meta_replayed_ = 0, captures_ = 0;
 };
 
 }  // namespace mcd::distill

@@ -484,15 +484,15 @@ bool Trainer::replay_or_capture(GraphSlot& slot, const GraphKey& key, const data
                                 const std::function<void(const LabelledBatch&)>& record,
                                 const std::function<void()>& drop_outputs) {
   if (!graphs_ || slot.failed || lanes.device().is_cpu()) return false;
+  const bool repeated = key == slot.seen;
+  slot.seen = key;
   if (!slot.graph || !(key == slot.key)) {
+    // The first run of a kind is eager: it chooses convolution algorithms, creates library
+    // handles and optimizer state, none of which a capture may do. A graph of another kind
+    // stays until this kind repeats: an epoch's smaller last batch does not cost it.
+    if (!repeated) return false;
     slot.graph.reset();  // its memory goes back before a new capture takes any
     drop_outputs();
-    // The first run of a kind is eager: it chooses convolution algorithms, creates library
-    // handles and optimizer state, none of which a capture may do.
-    if (!(key == slot.seen)) {
-      slot.seen = key;
-      return false;
-    }
     const Device device = lanes.device();
     slot.inputs = {batch.images.to(device), batch.labels.to(device)};
     slot.counters = host_counters();

@@ -169,7 +169,12 @@ Timings run(const Options& o, bool mcdistil, const mcd::data::Dataset& data) {
   const std::int64_t iterations = o.iterations > 0 ? o.iterations : 2 * o.interval + 1;
   for (std::int64_t i = 0; i < iterations; ++i) {
     const bool meta = mcdistil && trainer.iteration() % o.interval == 0;
-    const mcd::data::Batch b = next_batch();  // batch assembly is not part of the step
+    // Batch assembly and the copy to the device are not part of the step: the batch is on the
+    // device before the clock starts, as the peer's batches are.
+    mcd::data::Batch b = next_batch();
+    b.images = b.images.to(o.device);
+    b.labels = b.labels.to(o.device);
+    synchronize(o.device);
     const auto t0 = Clock::now();
     trainer.step(b);
     synchronize(o.device);

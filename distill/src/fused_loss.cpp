@@ -279,24 +279,11 @@ TeacherTargets make_mixture_targets(const std::vector<Tensor>& teacher_logits, d
             op);
   if (teacher_logits.size() == 1) return make_teacher_targets(teacher_logits[0], tau);
   const Device dev = teacher_logits[0].device();
-  // The mixture is computed on the host (once per batch, B x V values) and copied back to the
-  // teacher's device: no device kernel exists for it yet.
-  if (!dev.is_cpu()) {
-    for (std::size_t j = 0; j < teacher_logits.size(); ++j)
-      MCD_CHECK(teacher_logits[j].device() == dev,
-                "{}: teacher {} logits are on {} but teacher 0 logits are on {}", op, j,
-                teacher_logits[j].device().str(), dev.str());
-    std::vector<Tensor> host;
-    for (const Tensor& z : teacher_logits)
-      host.push_back(z.detach().to(Device::cpu()));
-    TeacherTargets h = make_mixture_targets(host, tau);
-    h.prob = h.prob.to(dev);
-    h.log_prob = h.log_prob.to(dev);
-    h.kl_offset = h.kl_offset.to(dev);
-    return h;
-  }
   std::vector<TeacherTargets> each;
   for (std::size_t j = 0; j < teacher_logits.size(); ++j) {
+    MCD_CHECK(teacher_logits[j].device() == dev,
+              "{}: teacher {} logits are on {} but teacher 0 logits are on {}", op, j,
+              teacher_logits[j].device().str(), dev.str());
     each.push_back(make_teacher_targets(teacher_logits[j], tau));
     MCD_CHECK(teacher_logits[j].shape() == teacher_logits[0].shape() &&
                   teacher_logits[j].dtype() == teacher_logits[0].dtype(),
@@ -307,11 +294,21 @@ TeacherTargets make_mixture_targets(const std::vector<Tensor>& teacher_logits, d
   const std::int64_t b = teacher_logits[0].size(0), v = teacher_logits[0].size(1);
   const DType dtype = teacher_logits[0].dtype();
   TeacherTargets t;
-  t.prob = Tensor::empty({b, v}, dtype);
-  t.log_prob = Tensor::empty({b, v}, dtype);
-  t.kl_offset = Tensor::empty({b}, dtype);
+  t.prob = Tensor::empty({b, v}, dtype, dev);
+  t.log_prob = Tensor::empty({b, v}, dtype, dev);
+  t.kl_offset = Tensor::empty({b}, dtype, dev);
   t.guides = n;
   t.tau = tau;
+  if (!dev.is_cpu()) {
+    // On the device, without a host round trip (so a step with several guides can also be
+    // captured as a graph).
+    std::vector<Tensor> log_probs;
+    for (const TeacherTargets& e : each)
+      log_probs.push_back(dense(e.log_prob));
+    require_device_ops<DistillDeviceOps>(op, t.prob)
+        .teacher_mixture(log_probs, t.prob, t.log_prob, t.kl_offset);
+    return t;
+  }
   dispatch_floating(op, dtype, [&](auto tag) {
     using T = decltype(tag);
     std::vector<Tensor> log_probs;

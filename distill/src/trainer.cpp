@@ -448,9 +448,6 @@ std::vector<Trainer::HostCounter> Trainer::host_counters() {
 
 bool Trainer::step_by_graph(const data::Batch& batch, StudentStreams& lanes, StepRecord& record) {
   if (!policy_->steps_replayable()) return false;
-  // A mixture of several teachers' targets is made on the host (make_mixture_targets), which a
-  // capture cannot record.
-  if (policy_->needs_teacher() && teachers_.size() > 1) return false;
   const bool replayed = replay_or_capture(
       step_graph_, graph_key(batch), batch, lanes,
       [&](const LabelledBatch& in) { step_outputs_ = device_step(in, lanes, nullptr); },

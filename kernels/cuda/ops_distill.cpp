@@ -9,6 +9,7 @@
 #include <mcd/kernels/cuda/check.h>
 #include <mcd/kernels/cuda/distill_kl_offset.h>
 #include <mcd/kernels/cuda/distill_loss.h>
+#include <mcd/kernels/cuda/distill_mixture.h>
 
 #include "ops_nn_tables.h"
 
@@ -99,6 +100,24 @@ class CudaDistillOps final : public DistillDeviceOps {
       using T = decltype(tag);
       distill_add_kl_offset_cuda<T>(kl.size(0), kl.size(1), offset.data<T>(), beta.data<T>(), tau,
                                     kl.data<T>(), loss.data<T>(), s);
+    });
+  }
+
+  void teacher_mixture(const std::vector<Tensor>& log_probs, Tensor& prob, Tensor& log_prob,
+                       Tensor& offset) override {
+    const int device = prob.device().index;
+    DeviceGuard guard(device);
+    const cudaStream_t s = current_stream(device).get();
+    MCD_CHECK(static_cast<int>(log_probs.size()) <= kMaxMixtureGuides,
+              "make_mixture_targets: {} teachers on CUDA (at most {})", log_probs.size(),
+              kMaxMixtureGuides);
+    floating("make_mixture_targets", prob, [&](auto tag) {
+      using T = decltype(tag);
+      std::vector<const T*> lp;
+      for (const Tensor& t : log_probs)
+        lp.push_back(t.data<T>());
+      teacher_mixture_cuda<T>(static_cast<int>(lp.size()), lp.data(), prob.size(0), prob.size(1),
+                              prob.data<T>(), log_prob.data<T>(), offset.data<T>(), s);
     });
   }
 };

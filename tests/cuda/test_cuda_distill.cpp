@@ -1,7 +1,7 @@
 // The fused distillation loss through distill/'s entry points on CUDA tensors against the
-// same calls on the CPU: fused_distill_loss (one teacher, a two-teacher mixture, no teacher),
-// fused_distill_loss_jvp, and distill_loss's VJP (logits, alpha, beta) and JVP. Outputs must
-// stay on the device. float32 at 1e-5 and float64 at 1e-12 (normwise, as every parity test).
+// same calls on the CPU: make_mixture_targets (the teacher mixture's kernel), fused_distill_loss
+// (one teacher, a two-teacher mixture, no teacher), fused_distill_loss_jvp, and distill_loss's
+// VJP (logits, alpha, beta) and JVP. Outputs must stay on the device. float32 at 1e-5 and float64 at 1e-12 (normwise, as every parity test).
 // Then every kernel variant of the launchers (distill_loss.h: general, row_per_warp, row_split,
 // row_split_log_prob, automatic) against the CPU kernel on the shapes each takes.
 #include <cmath>
@@ -80,6 +80,35 @@ distill::TeacherTargets targets(const Inputs& in, Guide g) {
 }
 
 }  // namespace
+
+TEMPLATE_TEST_CASE("CUDA teacher mixture matches the CPU", "[cuda][distill]", float, double) {
+  REQUIRE(kcu::install_cuda_backend());
+  const DType dt = sizeof(TestType) == 4 ? DType::Float32 : DType::Float64;
+  const double tol = parity_rtol<TestType>();
+  Generator gen(37);
+  // 2 to 5 guides; rows longer than a block's stride; logits spread over +-400 so that some
+  // guides' probabilities underflow where others' do not (log-sum-exp, skipped offset terms).
+  struct Case {
+    int guides;
+    std::int64_t b, v;
+    double spread;
+  };
+  for (const Case& c : {Case{2, 33, 10, 4.0}, Case{3, 7, 300, 4.0}, Case{5, 5, 1000, 8.0},
+                        Case{3, 9, 100, 400.0}}) {
+    INFO(c.guides << " guides, B " << c.b << ", V " << c.v << ", logits within +-" << c.spread);
+    std::vector<Tensor> host, device;
+    for (int j = 0; j < c.guides; ++j) {
+      host.push_back(Tensor::uniform({c.b, c.v}, gen, -c.spread, c.spread, dt));
+      device.push_back(host.back().to(Device::cuda()));
+    }
+    const distill::TeacherTargets tc = distill::make_mixture_targets(host, kTau);
+    const distill::TeacherTargets td = distill::make_mixture_targets(device, kTau);
+    CHECK(td.guides == c.guides);
+    require_tensor_close("prob", td.prob, tc.prob, tol);
+    require_tensor_close("log_prob", td.log_prob, tc.log_prob, tol);
+    require_tensor_close("kl_offset", td.kl_offset, tc.kl_offset, tol);
+  }
+}
 
 TEMPLATE_TEST_CASE("CUDA fused distillation loss matches the CPU", "[cuda][distill]", float,
                    double) {

@@ -14,7 +14,8 @@
 // order are both exercised; the graph schedules must really replay. Checked:
 // every student parameter, momentum buffer and BatchNorm statistic, the C-Net's parameters
 // and the epoch meters. The reference (one stream) is itself checked against the CPU by the
-// MC-Distil iteration test.
+// MC-Distil iteration test. Then DGKD with two guides (their mixture made on the device), its
+// step captured and replayed on lanes against one stream without graphs.
 #include <memory>
 #include <string>
 #include <vector>
@@ -130,6 +131,45 @@ Run train(const data::Dataset& data, nn::CNetInput input, bool concurrent, bool 
   return r;
 }
 
+// DGKD with two guides and none dropped: the teachers' targets are a mixture, made on the
+// device, so the step is captured and replayed like any other.
+Run train_dgkd(const data::Dataset& data, bool concurrent, bool graphs) {
+  const Device device = Device::cuda();
+  const nn::ModelConfig mc{3, kClasses, kSize};
+  Generator gen(7);
+  std::vector<std::shared_ptr<nn::Module>> guides;
+  for (const char* arch : {"resnet10_xs", "resnet10_xxs"}) {
+    guides.push_back(nn::make_model(arch, mc, gen));
+    guides.back()->to(device);
+  }
+  Run r;
+  distill::Student s;
+  s.name = "resnet10_xxxs";
+  s.model = nn::make_model(s.name, mc, gen);
+  s.model->to(device);
+  optim::SgdOptions so;
+  so.lr = 0.05;
+  so.momentum = 0.9;
+  s.optimizer = std::make_unique<optim::Sgd>(s.model->parameters(), so);
+  r.students.push_back(std::move(s));
+  data::LoaderOptions lo;
+  lo.batch_size = kBatch;
+  lo.normalization = {{127.5f, 127.5f, 127.5f}, {64.0f, 64.0f, 64.0f}};
+  data::BatchIterator batches(data, first(kImages), lo);
+  distill::Trainer dgkd(r.students, guides, std::make_unique<distill::DgkdWeighting>(0.5, 0, 1),
+                        4.0);
+  dgkd.set_concurrent_students(concurrent);
+  dgkd.set_graphs(graphs);
+  for (int i = 0; i < 3; ++i) {
+    data::Batch b;
+    REQUIRE(batches.next(b));
+    dgkd.step(b);
+  }
+  r.replayed = dgkd.replayed_steps();
+  r.captured = dgkd.captured_graphs();
+  return r;
+}
+
 void require_same(const std::string& what, const Tensor& lanes, const Tensor& serial) {
   REQUIRE(lanes.defined() == serial.defined());
   if (!serial.defined()) return;
@@ -154,6 +194,7 @@ void require_same_state(const Run& lanes, const Run& serial) {
     mcd::testing::require_close<double>(who + "meters", a.meters.to_vector(), b.meters.to_vector(),
                                         1e-6);
   }
+  if (!serial.cnet) return;
   const auto ca = lanes.cnet->named_parameters(), cb = serial.cnet->named_parameters();
   for (std::size_t i = 0; i < cb.size(); ++i)
     require_same("C-Net " + cb[i].first, ca[i].second, cb[i].second);
@@ -189,5 +230,17 @@ TEST_CASE("CUDA trainer: lanes and graphs match one stream without graphs", "[cu
     CHECK(both.meta_replayed == 2);
     require_same_state(both, serial);
   }
+  kcu::set_conv_deterministic(false);
+}
+
+TEST_CASE("CUDA trainer: DGKD with two guides replays as a graph", "[cuda][trainer]") {
+  REQUIRE(kcu::install_cuda_backend());
+  kcu::set_conv_deterministic(true);
+  const data::Dataset data = synthetic_images();
+  const Run serial = train_dgkd(data, false, false);
+  const Run both = train_dgkd(data, true, true);
+  CHECK(both.captured == 1);
+  CHECK(both.replayed == 2);
+  require_same_state(both, serial);
   kcu::set_conv_deterministic(false);
 }

@@ -138,6 +138,11 @@ class DistillDeviceOps {
   // loss[s] += tau^2 / B * sum_i beta[s, i] * offset[i], summed in double in row order.
   virtual void distill_add_kl_offset(const Tensor& offset, const Tensor& beta, double tau,
                                      Tensor& kl, Tensor& loss) = 0;
+  // The mixture of n guides from their contiguous (B, V) log-probabilities: prob and log_prob
+  // (B, V) of the mean distribution, and the offset (B) = (1/n) sum_j KL(qT_j || mean)
+  // (distill/fused_loss.h, make_mixture_targets).
+  virtual void teacher_mixture(const std::vector<Tensor>& log_probs, Tensor& prob, Tensor& log_prob,
+                               Tensor& offset) = 0;
 };
 
 }  // namespace mcd

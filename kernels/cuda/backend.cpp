@@ -15,15 +15,11 @@
 namespace mcd::kernels::cuda {
 namespace {
 
-// Per-device default streams, created on first use and never destroyed: storages may be freed
-// during static destruction.
+// Per-device default streams (never destroyed: storages may be freed during static
+// destruction).
 const Stream& default_stream(int device) {
-  static std::mutex mutex;
-  static auto* streams = new std::map<int, std::unique_ptr<Stream>>();
-  std::lock_guard<std::mutex> lock(mutex);
-  auto& s = (*streams)[device];
-  if (!s) s = std::make_unique<Stream>(device);
-  return *s;
+  static auto* streams = new StreamPerDevice();
+  return streams->get(device);
 }
 
 // The innermost StreamScope's stream per device, in this thread.

@@ -7,9 +7,6 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
-#include <map>
-#include <memory>
-#include <mutex>
 #include <string>
 
 #include <mcd/kernels/cuda/check.h>
@@ -99,12 +96,8 @@ __global__ void __launch_bounds__(kThreads)
 // earlier in the same graph use for their temporaries, and every replay would overwrite it
 // before the optimizer reads it.
 const Stream& table_stream(int device) {
-  static std::mutex mutex;
-  static auto* streams = new std::map<int, std::unique_ptr<Stream>>();
-  std::lock_guard<std::mutex> lock(mutex);
-  auto& s = (*streams)[device];
-  if (!s) s = std::make_unique<Stream>(device);
-  return *s;
+  static auto* streams = new StreamPerDevice();
+  return streams->get(device);
 }
 
 void check_list(const MultiTensorList& list, const char* op) {

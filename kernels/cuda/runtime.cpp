@@ -6,6 +6,8 @@
 #include <cstdio>
 #include <cstring>
 #include <map>
+#include <memory>
+#include <mutex>
 #include <utility>
 
 #include <fmt/format.h>
@@ -106,6 +108,20 @@ DeviceGuard::~DeviceGuard() {
 }
 
 // ---- Stream
+
+struct StreamPerDevice::State {
+  std::mutex mutex;
+  std::map<int, std::unique_ptr<Stream>> streams;
+};
+
+StreamPerDevice::StreamPerDevice() : state_(new State()) {}
+
+const Stream& StreamPerDevice::get(int device) {
+  std::lock_guard<std::mutex> lock(state_->mutex);
+  auto& s = state_->streams[device];
+  if (!s) s = std::make_unique<Stream>(device);
+  return *s;
+}
 
 Stream::Stream(int device) : device_(device) {
   DeviceGuard guard(device);

@@ -10,7 +10,6 @@
 #include <string>
 #include <vector>
 
-#include <mcd/engine/allocator.h>
 #include <mcd/engine/autograd.h>
 #include <mcd/engine/error.h>
 #include <mcd/engine/generator.h>
@@ -18,9 +17,11 @@
 #include <mcd/engine/ops/elementwise.h>
 
 #include "support/gradcheck.h"
+#include "support/live_memory.h"
 
 using namespace mcd;
 using mcd::testing::check_gradients;
+using mcd::testing::live_bytes_after;
 using mcd::testing::random_tensor;
 using V = std::vector<Tensor>;
 
@@ -201,15 +202,10 @@ TEST_CASE("batch_norm_add with relu keeps no pre-activation for the backward", "
   const Tensor r = random_tensor({8, 16, 16, 16}, gen).set_requires_grad(true);
   const Tensor w = random_tensor({16}, gen).set_requires_grad(true);
   const Tensor b = random_tensor({16}, gen).set_requires_grad(true);
-  auto live_after = [&](const std::function<Tensor()>& run) {
-    const std::int64_t before = host_memory_stats().allocated_bytes;
-    const Tensor y = run();  // with its graph: what the backward would need
-    return host_memory_stats().allocated_bytes - before;
-  };
   const std::int64_t fused =
-      live_after([&] { return batch_norm_add(x, w, b, {}, {}, r, mode(true, true)); });
-  const std::int64_t composed =
-      live_after([&] { return relu(add(batch_norm(x, w, b, {}, {}, mode(true, false)), r)); });
+      live_bytes_after([&] { return batch_norm_add(x, w, b, {}, {}, r, mode(true, true)); });
+  const std::int64_t composed = live_bytes_after(
+      [&] { return relu(add(batch_norm(x, w, b, {}, {}, mode(true, false)), r)); });
   const auto activation = static_cast<std::int64_t>(x.numel() * sizeof(double));
   CHECK(composed - fused >= activation);
   CHECK(fused < 2 * activation);  // the output, plus per-channel statistics

@@ -8,7 +8,6 @@
 #include <functional>
 #include <vector>
 
-#include <mcd/engine/allocator.h>
 #include <mcd/engine/autograd.h>
 #include <mcd/engine/generator.h>
 #include <mcd/engine/ops/batch_norm.h>
@@ -18,9 +17,11 @@
 #include <mcd/engine/ops/softmax.h>
 
 #include "support/gradcheck.h"
+#include "support/live_memory.h"
 
 using namespace mcd;
 using mcd::testing::check_gradients;
+using mcd::testing::live_bytes_after;
 using mcd::testing::random_tensor;
 using V = std::vector<Tensor>;
 
@@ -347,15 +348,10 @@ TEST_CASE("batch_norm with relu keeps no pre-activation for the backward", "[bat
   const Tensor x = random_tensor({8, 16, 16, 16}, gen).set_requires_grad(true);
   const Tensor w = random_tensor({16}, gen).set_requires_grad(true);
   const Tensor b = random_tensor({16}, gen).set_requires_grad(true);
-  auto live_after = [&](const std::function<Tensor()>& run) {
-    const std::int64_t before = host_memory_stats().allocated_bytes;
-    const Tensor y = run();  // with its graph: what the backward would need
-    return host_memory_stats().allocated_bytes - before;
-  };
   const std::int64_t fused =
-      live_after([&] { return batch_norm(x, w, b, {}, {}, with_relu(train_mode())); });
+      live_bytes_after([&] { return batch_norm(x, w, b, {}, {}, with_relu(train_mode())); });
   const std::int64_t composed =
-      live_after([&] { return relu(batch_norm(x, w, b, {}, {}, train_mode())); });
+      live_bytes_after([&] { return relu(batch_norm(x, w, b, {}, {}, train_mode())); });
   const auto activation = static_cast<std::int64_t>(x.numel() * sizeof(double));
   CHECK(composed - fused >= activation);
   CHECK(fused < 2 * activation);  // the output, plus per-channel statistics

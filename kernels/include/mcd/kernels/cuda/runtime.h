@@ -57,6 +57,19 @@ class Stream {
   int device_ = 0;
 };
 
+// One stream per device, each created on first use and never destroyed (storages may be freed
+// during static destruction, and the caching allocator keys blocks by stream: a destroyed
+// stream's handle could come back for another). Make instances static and never destroy them.
+class StreamPerDevice {
+ public:
+  StreamPerDevice();
+  const Stream& get(int device);
+
+ private:
+  struct State;
+  State* state_;  // never freed, like the streams
+};
+
 class Event {
  public:
   // Timing events cost more to record; synchronisation-only events are the default.

@@ -139,15 +139,17 @@ std::vector<double> CNetWeighting::prepare_before_step(std::int64_t) {
     val_loader_.start_epoch(val_loader_.epoch() + 1);
     MCD_CHECK(val_loader_.next(b), "CNetWeighting: the validation split is empty");
   }
-  // In place when the shape repeats: a captured meta step reads the batch from there.
+  // Into the tensors kept for this shape, in place: a captured meta step reads the batch from
+  // there, also after batches of another shape (the split's smaller last one) came between.
   const Device device = nn::model_device(*cnet_);
-  if (meta_batch_.images.defined() && meta_batch_.images.shape() == b.images.shape() &&
-      meta_batch_.labels.shape() == b.labels.shape()) {
-    meta_batch_.images.copy_(b.images);
-    meta_batch_.labels.copy_(b.labels);
+  LabelledBatch& kept = meta_batches_[b.images.shape()];
+  if (kept.images.defined() && kept.labels.shape() == b.labels.shape()) {
+    kept.images.copy_(b.images);
+    kept.labels.copy_(b.labels);
   } else {
-    meta_batch_ = {b.images.to(device), b.labels.to(device)};
+    kept = {b.images.to(device), b.labels.to(device)};
   }
+  meta_batch_ = kept;
   std::vector<double> key;
   for (std::int64_t d : b.images.shape())
     key.push_back(static_cast<double>(d));

@@ -85,9 +85,14 @@ TEST_CASE("the C-Net policy's meta step in three parts", "[distill][trainer]") {
   const data::Batch expected = data::make_batch(val, {4, 5, 6, 7}, lo.normalization);
   CHECK(policy.meta_batch().images.to_doubles() == expected.images.to_doubles());
   CHECK(policy.meta_batch().labels.to_doubles() == expected.labels.to_doubles());
-  // A smaller batch: a new shape and key, then the next epoch's full batch again.
+  // A smaller batch: a new shape and key, then the next epoch's full batch again, in the full
+  // shape's tensors (a meta step captured for that shape reads them).
   CHECK(policy.prepare_before_step(10) == std::vector<double>{2, 1, kSize, kSize});
+  CHECK(policy.meta_batch().images.data<float>() != storage);
   CHECK(policy.prepare_before_step(15) == first);
+  CHECK(policy.meta_batch().images.data<float>() == storage);
+  CHECK(policy.meta_batch().images.to_doubles() ==
+        data::make_batch(val, {0, 1, 2, 3}, lo.normalization).images.to_doubles());
 
   // The device part on a training batch: the C-Net's gradient, one per parameter, then the
   // students' meta losses.

@@ -12,6 +12,7 @@
 #include <array>
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
 #include <string>
 #include <utility>
@@ -199,8 +200,9 @@ class CNetWeighting final : public WeightingPolicy {
   data::BatchIterator val_loader_;
   bool batchnorm_train_;
   std::int64_t meta_steps_ = 0;
-  LabelledBatch meta_batch_;  // the last drawn, on the C-Net's device; refilled in place
-  Tensor last_meta_losses_;   // (K) M_k of the last meta step, on the C-Net's device
+  LabelledBatch meta_batch_;                     // the last drawn, on the C-Net's device
+  std::map<Shape, LabelledBatch> meta_batches_;  // per shape: refilled in place
+  Tensor last_meta_losses_;  // (K) M_k of the last meta step, on the C-Net's device
 };
 
 // The per-step loop body shared by every method and stage.

@@ -1,15 +1,17 @@
 // Batch normalisation kernels (CPU twin: kernels/cpu/batch_norm.cpp). As on the CPU, every op
-// is built from two primitives: per-channel moments (one block per channel, double sums
-// reduced in shared memory) and a per-channel affine map out = a u + b (x - m) + k (one
-// thread per element). The per-channel coefficients between them are computed by one thread
-// per channel with the CPU's expressions, in double. A fused ReLU enters both primitives as a
-// per-element gate recomputed from x and the fused residual (relu_passes), with the CPU's mask;
-// the residual (or its tangent) is added to the map's output before the ReLU.
+// is built from two primitives: per-channel moments (several blocks per channel, double sums
+// reduced in shared memory, then the blocks' partial sums added in a fixed order) and a per-channel
+// affine map out = a u + b (x - m) + k (one thread per element). The per-channel coefficients
+// between them are computed by one thread per channel with the CPU's expressions, in double. A
+// fused ReLU enters both primitives as a per-element gate recomputed from x and the fused residual
+// (relu_passes), with the CPU's mask; the residual (or its tangent) is added to the map's output
+// before the ReLU.
 #include <mcd/kernels/cuda/batch_norm.h>
 
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <limits>
 #include <string>
 
 #include <mcd/kernels/cuda/caching_allocator.h>
@@ -60,7 +62,7 @@ __device__ __forceinline__ bool relu_passes(double xm, double gs, double gh, T r
   return static_cast<T>(forward_value(gs, xm, gh)) + r > T(0);
 }
 
-// Per-channel moments in two deterministic passes. Pass 1: block (p, c) sums the values of
+// Per-channel moments in two deterministic passes. Pass 1: block (c, p) sums the values of
 // channel c in images [n0, n1) (its share p of the batch), so every channel gets several
 // blocks however few channels there are, and threads walk each image's contiguous plane:
 //   s1 = sum(u - mu_c),  s2 = sum((u - mu_c)(x - m_c))   (mu may be null: zero shift)
@@ -72,7 +74,7 @@ __global__ void channel_moments_partial_kernel(BatchNormDims d, int parts, const
                                                const double* mu, const T* x, const double* m,
                                                Gate<T> gate, double* p1, double* p2) {
   __shared__ double r1[kMomentThreads], r2[kMomentThreads];
-  const std::int64_t c = blockIdx.y, part = blockIdx.x;
+  const std::int64_t c = blockIdx.x, part = blockIdx.y;
   const std::int64_t n0 = d.n * part / parts, n1 = d.n * (part + 1) / parts;
   const double su = mu != nullptr ? mu[c] : 0.0, sx = x != nullptr ? m[c] : 0.0;
   const bool gated = gate.scale != nullptr;
@@ -287,14 +289,14 @@ void launch_moments(const BatchNormDims& d, const T* u, const double* mu, const 
   MCD_CUDA_REQUIRE((d.n / parts + 1) * d.s < (std::int64_t{1} << 32),
                    "batch norm: an image share of " + std::to_string((d.n / parts + 1) * d.s) +
                        " values per channel is too large");
-  MCD_CUDA_REQUIRE(d.c <= 65535, "batch norm: " + std::to_string(d.c) +
-                                     " channels exceed the grid's second dimension");
+  MCD_CUDA_REQUIRE(d.c <= std::numeric_limits<int>::max(),
+                   "batch norm: " + std::to_string(d.c) + " channels exceed the grid");
   DeviceBuffer partial(current_device(), static_cast<std::size_t>(2 * d.c * parts) * sizeof(double),
                        stream);
   double* p1 = partial.as<double>();
   double* p2 = p1 + d.c * parts;
   channel_moments_partial_kernel<T>
-      <<<dim3(static_cast<unsigned>(parts), static_cast<unsigned>(d.c)), kMomentThreads, 0,
+      <<<dim3(static_cast<unsigned>(d.c), static_cast<unsigned>(parts)), kMomentThreads, 0,
          stream>>>(d, parts, u, mu, x, m, gate, p1, p2);
   MCD_CUDA_CHECK_LAUNCH("channel_moments_partial_kernel");
   channel_moments_finish_kernel<<<channel_blocks(d.c), kMapThreads, 0, stream>>>(

@@ -168,8 +168,7 @@ Tensor batch_norm_tail(const Tensor& x, const Tensor& weight, const Tensor& bias
            const Tensor gc = detail::contiguous_data(g);
            const Device gdev = gc.device();
            const bool masked_r = need_r && relu;
-           // The kernels write the masked dy for the residual alongside dx.
-           Tensor dx = need_x || masked_r ? Tensor::empty(shape, gc.dtype(), gdev) : Tensor();
+           Tensor dx = need_x ? Tensor::empty(shape, gc.dtype(), gdev) : Tensor();
            Tensor dw = need_w ? Tensor::empty({d.c}, gc.dtype(), gdev) : Tensor();
            Tensor db = need_b ? Tensor::empty({d.c}, gc.dtype(), gdev) : Tensor();
            Tensor dr = masked_r ? Tensor::empty(shape, gc.dtype(), gdev) : Tensor();
@@ -187,7 +186,7 @@ Tensor batch_norm_tail(const Tensor& x, const Tensor& weight, const Tensor& bias
                    data_or_null<scalar_t>(db), data_or_null<scalar_t>(dr));
              });
            }
-           std::vector<Tensor> grads = {need_x ? dx : Tensor(), dw, db};
+           std::vector<Tensor> grads = {dx, dw, db};
            if (has_residual) grads.push_back(!need_r ? Tensor() : relu ? dr : g);
            return grads;
          });

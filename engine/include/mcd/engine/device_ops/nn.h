@@ -57,7 +57,7 @@ class NnDeviceOps {
                                          const Tensor& mean, const Tensor& var, std::int64_t count,
                                          double momentum) = 0;
   // bias and residual are read only with relu (for the mask); dresidual (the masked dy) is
-  // written only with relu, and needs dx.
+  // written only with relu. dx, dweight, dbias, dresidual may each be undefined (not wanted).
   virtual void batch_norm_backward(const kernels::cpu::BatchNormDims& d, bool training, bool relu,
                                    const Tensor& dy, const Tensor& x, const Tensor& weight,
                                    const Tensor& bias, const Tensor& residual, const Tensor& mean,

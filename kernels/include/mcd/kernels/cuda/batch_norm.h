@@ -1,6 +1,6 @@
 // Batch normalisation on CUDA: the contracts of kernels/cpu/batch_norm.h (same formulas, the
 // same float64 statistics, the same shifted one-pass variance), over a contiguous (N, C, S)
-// input. Per-channel sums are block reductions in double, one block per channel. Outputs are
+// input. Per-channel sums are block reductions in double, several blocks per channel. Outputs are
 // overwritten; null optional pointers mean "absent". Everything runs on `stream`; pointers
 // are device memory of the current device.
 #pragma once

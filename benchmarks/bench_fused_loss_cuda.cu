@@ -14,6 +14,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstring>
+#include <exception>
 #include <string>
 #include <vector>
 
@@ -279,29 +280,37 @@ int main(int argc, char** argv) {
       if (cu::fused_loss_kernel_applies(kn, sh.v, sizeof(float))) kernels.push_back(kn);
     double general_f = 0, general_j = 0;
     for (const FusedLossKernel kn : kernels) {
-      valid = validate(sets[0], sh.k, sh.b, sh.v, st, kn) && valid;
-      const bool log_of_prob = kn == FusedLossKernel::row_split_log_prob;
-      const double f = median_us(st, batches, sh.per_batch, [&](int i) {
-        forward(sets[i % sh.copies], sh.k, sh.b, sh.v, st, kn);
-      });
-      // The JVP never reads log-probabilities: row_split_log_prob's JVP is row_split's.
-      const double j = log_of_prob ? 0.0 : median_us(st, batches, sh.per_batch, [&](int i) {
-        jvp(sets[i % sh.copies], sh.k, sh.b, sh.v, st, kn);
-      });
-      if (kn == FusedLossKernel::general) {
-        general_f = f;
-        general_j = j;
+      try {
+        valid = validate(sets[0], sh.k, sh.b, sh.v, st, kn) && valid;
+        const bool log_of_prob = kn == FusedLossKernel::row_split_log_prob;
+        const double f = median_us(st, batches, sh.per_batch, [&](int i) {
+          forward(sets[i % sh.copies], sh.k, sh.b, sh.v, st, kn);
+        });
+        // The JVP never reads log-probabilities: row_split_log_prob's JVP is row_split's.
+        const double j = log_of_prob ? 0.0 : median_us(st, batches, sh.per_batch, [&](int i) {
+          jvp(sets[i % sh.copies], sh.k, sh.b, sh.v, st, kn);
+        });
+        if (kn == FusedLossKernel::general) {
+          general_f = f;
+          general_j = j;
+        }
+        const double fwd_bytes = bv4 * ((log_of_prob ? 1 : 2) + 2 * sh.k);
+        if (kn == FusedLossKernel::automatic) {
+          results.push_back(
+              {"distill_loss_forward", shape, f, bound, bv4 * (2 + 2 * sh.k), picked, 0});
+          results.push_back({"distill_loss_jvp", shape, j, bound, bound, picked, 0});
+          continue;
+        }
+        const std::string name = cu::fused_loss_kernel_name(kn);
+        variants.push_back({"distill_loss_forward", shape, f, bound, fwd_bytes, name, 0});
+        if (!log_of_prob) variants.push_back({"distill_loss_jvp", shape, j, bound, bound, name, 0});
+      } catch (const std::exception& e) {
+        // One variant that cannot run (a launch refused) must not cost the others' numbers; an
+        // error that breaks the device stops the rest at the next call anyway.
+        std::fprintf(stderr, "bench_fused_loss_cuda: %s at %s failed: %s\n",
+                     cu::fused_loss_kernel_name(kn), shape.c_str(), e.what());
+        valid = false;
       }
-      const double fwd_bytes = bv4 * ((log_of_prob ? 1 : 2) + 2 * sh.k);
-      if (kn == FusedLossKernel::automatic) {
-        results.push_back(
-            {"distill_loss_forward", shape, f, bound, bv4 * (2 + 2 * sh.k), picked, 0});
-        results.push_back({"distill_loss_jvp", shape, j, bound, bound, picked, 0});
-        continue;
-      }
-      const std::string name = cu::fused_loss_kernel_name(kn);
-      variants.push_back({"distill_loss_forward", shape, f, bound, fwd_bytes, name, 0});
-      if (!log_of_prob) variants.push_back({"distill_loss_jvp", shape, j, bound, bound, name, 0});
     }
     for (Result& r : variants)
       if (r.shape == shape) r.general_us = r.name == "distill_loss_forward" ? general_f : general_j;
@@ -337,24 +346,23 @@ int main(int argc, char** argv) {
   st.synchronize();
 
   // JSON, then the tables.
+  // A JSON number, or null where it is not finite (a time of 0 makes every rate infinite).
+  auto num = [](double x) { return std::isfinite(x) ? std::to_string(x) : std::string("null"); };
   auto entry = [&](const Result& r) {
     const double bw = r.bytes / (r.median_us * 1e-6);
-    std::string e = "{\"name\": \"" + r.name + "\", \"shape\": \"" + r.shape +
-                    "\", \"median_us\": " + std::to_string(r.median_us) +
-                    ", \"bound_bytes\": " + std::to_string(r.bytes) +
-                    ", \"actual_bytes\": " + std::to_string(r.actual_bytes) +
-                    ", \"bound_gbs\": " + std::to_string(bw / 1e9) +
-                    ", \"fraction_of_copy\": " + std::to_string(bw / copy_bw) +
-                    ", \"actual_fraction_of_copy\": " +
-                    std::to_string(r.actual_bytes / (r.median_us * 1e-6) / copy_bw);
+    std::string e =
+        "{\"name\": \"" + r.name + "\", \"shape\": \"" + r.shape +
+        "\", \"median_us\": " + num(r.median_us) + ", \"bound_bytes\": " + num(r.bytes) +
+        ", \"actual_bytes\": " + num(r.actual_bytes) + ", \"bound_gbs\": " + num(bw / 1e9) +
+        ", \"fraction_of_copy\": " + num(bw / copy_bw) +
+        ", \"actual_fraction_of_copy\": " + num(r.actual_bytes / (r.median_us * 1e-6) / copy_bw);
     if (!r.kernel.empty()) e += ", \"kernel\": \"" + r.kernel + "\"";
-    if (r.general_us > 0)
-      e += ", \"speedup_over_general\": " + std::to_string(r.general_us / r.median_us);
+    if (r.general_us > 0) e += ", \"speedup_over_general\": " + num(r.general_us / r.median_us);
     return e + "}";
   };
-  std::string json =
-      "{\"device\": \"" + cu::device_name(0) + "\", \"validated\": " + (valid ? "true" : "false") +
-      ", \"copy_bandwidth_gbs\": " + std::to_string(copy_bw / 1e9) + ", \"results\": [";
+  std::string json = "{\"device\": \"" + cu::device_name(0) +
+                     "\", \"validated\": " + (valid ? "true" : "false") +
+                     ", \"copy_bandwidth_gbs\": " + num(copy_bw / 1e9) + ", \"results\": [";
   for (std::size_t i = 0; i < results.size(); ++i)
     json += std::string(i ? ", " : "") + entry(results[i]);
   json += "], \"variants\": [";

@@ -23,6 +23,8 @@
 #include <nlohmann/json.hpp>
 
 #ifdef MCD_HAVE_CUDA
+#include <cuda_profiler_api.h>
+
 #include <mcd/kernels/cuda/backend.h>
 #include <mcd/kernels/cuda/caching_allocator.h>
 #include <mcd/kernels/cuda/library_handles.h>
@@ -56,6 +58,20 @@ struct Options {
 // Waits for the device's queued work, so that host clocks time the whole step.
 void synchronize(mcd::Device device) {
   if (!device.is_cpu()) mcd::require_device_backend(device, "bench").synchronize(device.index);
+}
+
+// Opens or closes the profiler's range around the timed iterations, for a profiler started with
+// it closed (Nsight Compute's --profile-from-start off): the warm-up, the convolution algorithm
+// search and the captures stay out of the profile. Nothing without a profiler attached.
+void profiler_range(mcd::Device device, bool open) {
+#ifdef MCD_HAVE_CUDA
+  if (device.is_cpu()) return;
+  (void)(open ? cudaProfilerStart() : cudaProfilerStop());
+  (void)cudaGetLastError();
+#else
+  (void)device;
+  (void)open;
+#endif
 }
 
 double median(std::vector<double> v) {
@@ -167,6 +183,7 @@ Timings run(const Options& o, bool mcdistil, const mcd::data::Dataset& data) {
   const std::int64_t replayed_before = trainer.replayed_steps();
   const std::int64_t meta_replayed_before = trainer.replayed_meta_steps();
   const std::int64_t iterations = o.iterations > 0 ? o.iterations : 2 * o.interval + 1;
+  profiler_range(o.device, true);
   for (std::int64_t i = 0; i < iterations; ++i) {
     const bool meta = mcdistil && trainer.iteration() % o.interval == 0;
     // Batch assembly and the copy to the device are not part of the step: the batch is on the
@@ -180,6 +197,7 @@ Timings run(const Options& o, bool mcdistil, const mcd::data::Dataset& data) {
     synchronize(o.device);
     (meta ? t.meta : t.plain).push_back(std::chrono::duration<double>(Clock::now() - t0).count());
   }
+  profiler_range(o.device, false);
   // Peak memory where the models live: the host allocator, or the device's caching allocator.
   t.peak_bytes = mcd::host_memory_stats().peak_allocated_bytes;
 #ifdef MCD_HAVE_CUDA

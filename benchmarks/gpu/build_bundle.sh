@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # Builds, on a machine with nvcc but no GPU, everything the GPU check runs, into one folder
-# that is copied to the GPU machine (DESIGN.md section 5): the GPU test binary and the CUDA
-# benchmark for sm_90 (CUDA runtime linked statically), the shared libraries they need that
-# the GPU machine lacks (it has PyTorch's NVIDIA libraries but no Debian -dev packages), the
-# PyTorch peer script, and a record of what was built. benchmarks/gpu/check.sh runs it there.
+# that is copied to the GPU machine with the tree (DESIGN.md section 5): the GPU test binary,
+# the app and the CUDA benchmarks for sm_90 (CUDA runtime linked statically, stripped), the
+# shared libraries they need that the GPU machine lacks (it has PyTorch's NVIDIA libraries but
+# no Debian -dev packages; the binaries find them through their RUNPATH, $ORIGIN/../lib, so
+# nothing else on that machine sees them), a Fashion-MNIST subset, a record of what was built
+# and the hash of the sources (source_hash.sh; check.sh warns when the tree it runs in differs).
+# The scripts (peers, summary) run from the tree. benchmarks/gpu/check.sh runs it all there.
 # Usage: benchmarks/gpu/build_bundle.sh [OUT_DIR]   (default gpu-dist, ignored by git)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -14,17 +17,18 @@ if ! command -v nvcc >/dev/null 2>&1 && [ ! -x /usr/local/cuda/bin/nvcc ]; then
   echo "build_bundle: nvcc not found (PATH or /usr/local/cuda/bin); cannot build the CUDA code" >&2
   exit 1
 fi
+# A failed build must not leave an older bundle behind to be carried by mistake.
+rm -rf "$out"
 targets=(test_cuda_kernels bench_fused_loss_cuda bench_mcdistil_step bench_conv_layout_cuda mcdistil_train)
-nice -n 10 cmake --preset cuda >/dev/null
+nice -n 10 cmake --preset cuda -DCMAKE_BUILD_RPATH='$ORIGIN/../lib' >/dev/null
 nice -n 10 cmake --build --preset cuda -j"$jobs" --target "${targets[@]}"
 
-rm -rf "$out"
 mkdir -p "$out/bin" "$out/lib"
 cp build/cuda/tests/test_cuda_kernels build/cuda/benchmarks/bench_fused_loss_cuda \
   build/cuda/benchmarks/bench_mcdistil_step build/cuda/benchmarks/bench_conv_layout_cuda \
   build/cuda/apps/mcdistil_train "$out/bin/"
-cp benchmarks/torch_fused_loss_peer.py benchmarks/torch_mcdistil_peer.py benchmarks/torch_cpu_peer.py \
-  benchmarks/gpu/summarize.py benchmarks/gpu/kernel_times.py "$out/"
+strip --strip-unneeded "$out"/bin/*
+bash benchmarks/gpu/source_hash.sh >"$out/SOURCE_HASH"
 # A Fashion-MNIST subset (6,000 + 1,000 images, 3 MB) for the app's end-to-end run on the GPU
 # machine (app_smoke.sh), which has no dataset package.
 fm=/usr/share/datasets/fashion-mnist
@@ -49,6 +53,8 @@ for bin in "$out"/bin/*; do
       missing=1
       continue
     fi
+    # Found in the bundle already (the RUNPATH points there once another binary brought it).
+    [ "$(readlink -f "$path")" = "$(readlink -f "$out/lib/$name" 2>/dev/null)" ] && continue
     cp -L "$path" "$out/lib/$name"
   done < <(ldd "$bin")
 done

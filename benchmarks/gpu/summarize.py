@@ -3,7 +3,10 @@
 
 Usage: summarize.py LOG_DIR OUT_DIR [--quiet]
 LOG_DIR holds steps.txt ("name rc milliseconds limit" per line), <step>.log, tests.xml (Catch2
-junit) and the benchmarks' JSON. Standard library only: the GPU machine has no registry.
+junit), the benchmarks' JSON and bundle.txt (whether the bundle was built from this tree).
+Standard library only: the GPU machine has no registry. Every step may have failed, timed out
+or not run, and a benchmark may write odd values (null, 0): each metric is computed on its own
+and one that cannot be is reported under "metric_errors", so the files are always written.
 Targets (the CUDA backend issue): fused loss <= 5 us at B=400 V=100 K=5; >= 80% of the measured
 copy bandwidth at B=16384 V=32768 K=1; >= 5x faster than the PyTorch composition at K=5.
 """
@@ -38,17 +41,37 @@ def read_json(path):
         return None
 
 
+# Exit statuses with a meaning of their own: 77 skipped (no device), 124/137 timed out (killed),
+# 125 not started (check.sh's time budget was spent).
+STATUS = {0: "passed", 77: "skipped", 124: "timed out", 137: "timed out",
+          125: "not run: out of time"}
+
+
 def read_steps(logs):
     steps = {}
     try:
         with open(os.path.join(logs, "steps.txt")) as f:
             for line in f:
-                name, rc, ms, limit = line.split()
-                steps[name] = {"rc": int(rc), "seconds": int(ms) / 1000.0, "limit_s": int(limit),
-                               "timed_out": int(rc) in (124, 137)}
+                try:
+                    name, rc, ms, limit = line.split()
+                    rc = int(rc)
+                    steps[name] = {"rc": rc, "seconds": int(ms) / 1000.0, "limit_s": int(limit),
+                                   "timed_out": rc in (124, 137),
+                                   "status": STATUS.get(rc, "failed")}
+                except ValueError:
+                    continue  # a line cut short by a kill
     except OSError:
         pass
     return steps
+
+
+def number(v):
+    """A finite float, or None (null, inf, text)."""
+    try:
+        v = float(v)
+    except (TypeError, ValueError):
+        return None
+    return v if v == v and abs(v) != float("inf") else None
 
 
 def parse_junit(path):
@@ -77,8 +100,8 @@ def parse_sanitizer(text):
 
 
 def find(results, name, shape):
-    for r in (results or {}).get("results", []):
-        if r["name"].startswith(name) and r["shape"] == shape:
+    for r in (results or {}).get("results", []) or []:
+        if str(r.get("name", "")).startswith(name) and r.get("shape") == shape:
             return r
     return None
 
@@ -110,49 +133,60 @@ def main():
     cuda = files["bench_cuda.json"].get("results")
     torch = files["bench_torch.json"].get("results")
     small, large = "B=400 V=100 K=5", "B=16384 V=32768 K=1"
-    metrics = []
+    metrics, metric_errors = [], []
 
     def metric(label, value, unit, target, ok):
-        metrics.append({"metric": label, "value": value, "unit": unit, "target": target,
+        metrics.append({"metric": label, "value": number(value), "unit": unit, "target": target,
                         "met": ok})
 
-    f_small = find(cuda, "distill_loss_forward", small)
-    f_large = find(cuda, "distill_loss_forward", large)
-    t_small = find(torch, "torch_distill_loss", small)
-    t_large = find(torch, "torch_distill_loss", large)
-    if f_small:
-        metric("fused loss+grad " + small, f_small["median_us"], "us", "<= 5",
-               f_small["median_us"] <= 5.0)
-    if f_large:
-        metric("fused loss+grad " + large + " (bound bytes)",
-               100 * f_large["fraction_of_copy"], "% of copy", ">= 80",
-               f_large["fraction_of_copy"] >= 0.8)
-        metric("fused loss+grad " + large + " (bytes moved)",
-               100 * f_large["actual_fraction_of_copy"], "% of copy", "info", None)
-    if f_small and t_small:
-        x = t_small["median_us"] / f_small["median_us"]
-        metric("speed-up over PyTorch " + small, x, "x", ">= 5", x >= 5.0)
-    if f_large and t_large:
-        metric("speed-up over PyTorch " + large, t_large["median_us"] / f_large["median_us"],
-               "x", "info", None)
-    for r in (cuda or {}).get("results", []):
-        if r["name"].startswith("distill_loss_forward"):
-            continue
-        metric(f"{r['name']} {r['shape']}", r["median_us"], "us",
-               f"{100 * r['fraction_of_copy']:.0f}% of copy", None)
+    def guarded(what, compute):
+        try:
+            compute()
+        except (KeyError, TypeError, ValueError, ZeroDivisionError, AttributeError) as e:
+            metric_errors.append(f"{what}: {e!r}")
+
+    def fused_loss():
+        f_small = find(cuda, "distill_loss_forward", small)
+        f_large = find(cuda, "distill_loss_forward", large)
+        t_small = find(torch, "torch_distill_loss", small)
+        t_large = find(torch, "torch_distill_loss", large)
+        if f_small:
+            metric("fused loss+grad " + small, f_small["median_us"], "us", "<= 5",
+                   f_small["median_us"] <= 5.0)
+        if f_large:
+            metric("fused loss+grad " + large + " (bound bytes)",
+                   100 * f_large["fraction_of_copy"], "% of copy", ">= 80",
+                   f_large["fraction_of_copy"] >= 0.8)
+            metric("fused loss+grad " + large + " (bytes moved)",
+                   100 * f_large["actual_fraction_of_copy"], "% of copy", "info", None)
+        if f_small and t_small:
+            x = t_small["median_us"] / f_small["median_us"]
+            metric("speed-up over PyTorch " + small, x, "x", ">= 5", x >= 5.0)
+        if f_large and t_large:
+            metric("speed-up over PyTorch " + large, t_large["median_us"] / f_large["median_us"],
+                   "x", "info", None)
+
+    def other_kernels():
+        for r in (cuda or {}).get("results", []) or []:
+            if str(r.get("name", "")).startswith("distill_loss_forward"):
+                continue
+            metric(f"{r['name']} {r['shape']}", r["median_us"], "us",
+                   f"{100 * r['fraction_of_copy']:.0f}% of copy", None)
 
     # MC-Distil iteration targets: >= 3x faster than the eager peer amortised at L; the meta
     # step <= 3 plain steps; amortised overhead over KD <= 5%; peak memory <= half the peer's.
-    if ours:
+    def ours_iteration():
         m = ours["meta_step_in_plain_iterations"]
         metric("ours: meta step cost in plain iterations", m, "x", "<= 3", m <= 3.0)
         o = 100 * ours["amortised_overhead_over_kd"]
         metric("ours: amortised overhead over KD at L", o, "%", "<= 5", o <= 5.0)
         metric("ours: amortised MC-Distil iteration", ours["amortised_iteration_ms"], "ms", "info",
                None)
-        # Concurrency: K students on K streams with graphs (and each alone) against the same
-        # on one stream without graphs, timed in the same run.
-        for name, sched in ours.get("schedules", {}).items():
+
+    # Concurrency: K students on K streams with graphs (and each alone) against the same on
+    # one stream without graphs, timed in the same run; the graph schedules must replay.
+    def schedules():
+        for name, sched in (ours.get("schedules") or {}).items():
             metric(f"ours, {name}: amortised iteration", sched["amortised_iteration_ms"], "ms",
                    "info", None)
             if "amortised_speedup_over_serial" in sched and name != "serial":
@@ -160,31 +194,63 @@ def main():
                        sched["amortised_speedup_over_serial"], "x", "info", None)
                 metric(f"ours, {name} vs serial (KD)", sched["kd_speedup_over_serial"], "x",
                        "info", None)
-    if peer:
+            if "graphs" in name:
+                for key, what in (("replayed_iterations", "steps"),
+                                  ("replayed_meta_iterations", "meta steps")):
+                    n = sched.get(key, 0) or 0
+                    metric(f"ours, {name}: {what} replayed as graphs", n, what, "> 0", n > 0)
+
+    def peer_iteration():
         metric("peer: amortised MC-Distil iteration", peer["amortised_iteration_ms"], "ms", "info",
                None)
         metric("peer: meta step cost in plain iterations", peer["meta_step_in_plain_iterations"],
                "x", "info", None)
-    app = entries["app"].get("results")
-    if app:
-        metric("app on CUDA: graph replays in the uninterrupted run", app.get("replayed_steps", 0),
-               "steps", "> 0", app.get("replayed_steps", 0) > 0)
-        metric("app on CUDA: meta-step graph replays in the uninterrupted run",
-               app.get("replayed_meta_steps", 0), "meta steps", "> 0",
-               app.get("replayed_meta_steps", 0) > 0)
-        diff = app.get("largest_difference")
-        metric("app on CUDA: test accuracy, resumed vs uninterrupted", diff if diff is not None
-               else float("nan"), "abs", "<= 0.05", bool(app.get("ok")))
-    layout = entries["conv_layout"].get("results")
-    if layout:
+
+    def app_run():
+        n = app.get("replayed_steps", 0) or 0
+        metric("app on CUDA: graph replays in the uninterrupted run", n, "steps", "> 0", n > 0)
+        n = app.get("replayed_meta_steps", 0) or 0
+        metric("app on CUDA: meta-step graph replays in the uninterrupted run", n, "meta steps",
+               "> 0", n > 0)
+        metric("app on CUDA: test accuracy, resumed vs uninterrupted",
+               app.get("largest_difference"), "abs", "<= 0.05", bool(app.get("ok")))
+
+    def conv_layout():
         # The layout choice: cuDNN's convolutions of one plain step, NHWC against NCHW.
         metric("convolutions of a step, NHWC vs NCHW (>1: NHWC faster)", layout["nhwc_speedup"],
                "x", "info", None)
-    if ours and peer:
+
+    def against_peer():
         x = peer["amortised_iteration_ms"] / ours["amortised_iteration_ms"]
         metric("speed-up over the eager PyTorch peer (amortised)", x, "x", ">= 3", x >= 3.0)
-        r = ours["mcdistil_peak_bytes"] / peer["mcdistil_peak_bytes"]
-        metric("peak memory, ours / peer", r, "ratio", "<= 0.5", r <= 0.5)
+        # A graph's private pool is reserved, not allocated, between replays: the reserved
+        # peak is our footprint where it is known.
+        mine = ours.get("mcdistil_peak_reserved_bytes") or ours["mcdistil_peak_bytes"]
+        r = mine / peer["mcdistil_peak_bytes"]
+        metric("peak memory, ours (reserved) / peer (allocated)", r, "ratio", "<= 0.5", r <= 0.5)
+
+    def bundle():
+        same = bundle_state.startswith("same")
+        metric("bundle built from this tree's sources", 1 if same else 0, "", "yes", same)
+
+    app = entries["app"].get("results")
+    layout = entries["conv_layout"].get("results")
+    bundle_state = tail(os.path.join(logs, "bundle.txt")).strip()
+    guarded("fused loss", fused_loss)
+    guarded("other kernels", other_kernels)
+    if ours:
+        guarded("MC-Distil iteration (ours)", ours_iteration)
+        guarded("schedules", schedules)
+    if peer:
+        guarded("MC-Distil iteration (peer)", peer_iteration)
+    if app:
+        guarded("app", app_run)
+    if layout:
+        guarded("layout", conv_layout)
+    if ours and peer:
+        guarded("ours against the peer", against_peer)
+    if bundle_state:
+        guarded("bundle", bundle)
 
     junit = entries["tests"].get("junit")
     summary = {"device": (cuda or torch or {}).get("device"),
@@ -195,7 +261,9 @@ def main():
                          for n in STEPS},
                "tests": None if junit is None else
                {k: junit[k] for k in ("tests", "failures", "errors")},
-               "metrics": metrics}
+               "bundle": bundle_state or None,
+               "metrics": metrics,
+               "metric_errors": metric_errors}
     files["summary.json"] = summary
     os.makedirs(out, exist_ok=True)
     for fname, data in files.items():
@@ -206,8 +274,10 @@ def main():
 
     print()
     print(f"GPU check on {summary['device']}: D2D copy "
-          f"{summary['copy_bandwidth_gbs'] or 0:.0f} GB/s, benchmark validated: "
+          f"{number(summary['copy_bandwidth_gbs']) or 0:.0f} GB/s, benchmark validated: "
           f"{summary['validated']}")
+    if bundle_state and not bundle_state.startswith("same"):
+        print(f"WARNING: {bundle_state}")
     if junit and junit["failed"]:
         print("failed tests:")
         for fl in junit["failed"][:10]:
@@ -220,14 +290,14 @@ def main():
             print(f"{n:<15} {'-':>4} {'-':>8}  not run")
             continue
         if n == "tests" and junit:
-            detail = f"{junit['tests']} test cases, {junit['failures'] + junit['errors']} failed"
+            detail = f"{junit['tests']} tests (junit), {junit['failures'] + junit['errors']} failed"
         elif n in ("memcheck", "racecheck"):
             detail = f"errors {e.get('errors')} hazards {e.get('hazards')}"
         elif e.get("rc") not in (0, None):
             detail = (e.get("log_tail") or "").strip().splitlines()[-1:] or [""]
             detail = detail[0][:80]
-        if e.get("timed_out"):
-            detail += " TIMED OUT"
+        if e.get("rc") not in (0, None) and e.get("status") != "failed":
+            detail = f"{e['status']} {detail}".strip()
         rc = e.get("rc", "-")
         secs = e.get("seconds")
         print(f"{n:<15} {rc!s:>4} {('%.1f' % secs) if secs is not None else '-':>8}  "
@@ -235,7 +305,10 @@ def main():
     print(f"{'metric':<58} {'value':>10} {'unit':<10} {'target':<14} met")
     for m in metrics:
         met = {True: "yes", False: "NO", None: ""}[m["met"]]
-        print(f"{m['metric']:<58} {m['value']:>10.2f} {m['unit']:<10} {m['target']:<14} {met}")
+        value = "-" if m["value"] is None else f"{m['value']:.2f}"
+        print(f"{m['metric']:<58} {value:>10} {m['unit']:<10} {m['target']:<14} {met}")
+    for e in metric_errors:
+        print(f"metric not computed: {e}")
     return 0
 
 

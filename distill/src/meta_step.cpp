@@ -44,7 +44,7 @@ class TrainModeScope {
 double direction_gradient_factor(const optim::Sgd& opt, std::size_t i) {
   const optim::SgdOptions o = opt.options();
   if (o.momentum == 0.0) return 1.0;
-  const bool has_buffer = opt.momentum_buffer(i).defined();
+  const bool has_buffer = opt.has_momentum_buffer(i);
   const double b = has_buffer ? 1.0 - o.dampening : 1.0;  // d buf / d grad
   return o.nesterov ? 1.0 + o.momentum * b : b;
 }

@@ -425,8 +425,16 @@ Trainer::GraphKey Trainer::graph_key(const data::Batch& batch) const {
     key.values.push_back(static_cast<double>(d));
   key.values.push_back(static_cast<double>(batch.labels.numel()));
   key.values.push_back(concurrent_ ? 1.0 : 0.0);
-  for (const Student& s : students_)
+  for (const Student& s : students_) {
     key.values.push_back(s.optimizer->lr());
+    // The SGD step and the lookahead direction take another form before a momentum buffer
+    // exists (the first step's rule).
+    const std::size_t n = s.model->parameters().size();
+    double buffers = 0;
+    for (std::size_t i = 0; i < n; ++i)
+      buffers += s.optimizer->has_momentum_buffer(i) ? 1.0 : 0.0;
+    key.values.push_back(buffers);
+  }
   return key;
 }
 
@@ -446,6 +454,13 @@ std::vector<Trainer::HostCounter> Trainer::host_counters() {
         counters.push_back({b, std::vector<std::int64_t>(v, v + b.numel()), {}});
       }
   return counters;
+}
+
+void Trainer::reset_graphs() {
+  step_graph_ = GraphSlot{};
+  before_step_graph_ = GraphSlot{};
+  step_outputs_ = {};
+  before_step_outputs_.clear();
 }
 
 bool Trainer::step_by_graph(const data::Batch& batch, StudentStreams& lanes, StepRecord& record) {
@@ -492,8 +507,11 @@ bool Trainer::replay_or_capture(GraphSlot& slot, const GraphKey& key, const data
     if (!repeated) return false;
     slot.graph.reset();  // its memory goes back before a new capture takes any
     drop_outputs();
+    // The graph's own copy of the batch (also when the caller's is on the device already: the
+    // caller may refill that one while a replay still reads it).
     const Device device = lanes.device();
-    slot.inputs = {batch.images.to(device), batch.labels.to(device)};
+    auto own = [&](const Tensor& t) { return t.device() == device ? t.clone() : t.to(device); };
+    slot.inputs = {own(batch.images), own(batch.labels)};
     slot.counters = host_counters();
     std::string failure;
     try {

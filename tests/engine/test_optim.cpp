@@ -151,6 +151,9 @@ TEST_CASE("Sgd: skips parameters without a gradient; zero_grad and set_lr", "[op
   opt.step();
   CHECK(b.to_doubles() == Vec{3.0, 4.0});
   CHECK_FALSE(opt.momentum_buffer(1).defined());  // no first step yet for b
+  CHECK(opt.has_momentum_buffer(0));
+  CHECK_FALSE(opt.has_momentum_buffer(1));
+  CHECK_THROWS_WITH(opt.has_momentum_buffer(2), Catch::Contains("out of range"));
   opt.zero_grad();
   CHECK_FALSE(a.grad().defined());
   CHECK_FALSE(b.grad().defined());

@@ -157,6 +157,12 @@ SgdOptions Sgd::options() const {
   return o;
 }
 
+bool Sgd::has_momentum_buffer(std::size_t i) const {
+  MCD_CHECK(i < params_.size(), "Sgd::has_momentum_buffer: index {} out of range for {} parameters",
+            i, params_.size());
+  return buffers_[i].defined();
+}
+
 Tensor Sgd::momentum_buffer(std::size_t i) const {
   MCD_CHECK(i < params_.size(), "Sgd::momentum_buffer: index {} out of range for {} parameters", i,
             params_.size());

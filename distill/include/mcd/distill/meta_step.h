@@ -60,9 +60,10 @@ struct MetaStepResult {
 };
 
 // Computes the meta-gradient; writes nothing but returns everything (the caller sets the
-// C-Net's .grad and steps its optimizer: see apply_meta_gradient). With `lanes` (one stream per
-// student, on the batch's device) each student's passes run on its own stream, forked from the
-// caller's current stream and joined back to it before this returns; the numbers are the same.
+// C-Net's .grad and steps its optimizer: see CNetWeighting::finish_before_step). With `lanes` (one
+// stream per student, on the batch's device) each student's passes run on its own stream, forked
+// from the caller's current stream and joined back to it before this returns; the numbers are the
+// same.
 MetaStepResult meta_gradient(const std::vector<StudentRef>& students, nn::CNet& cnet,
                              const LabelledBatch& train, const TeacherTargets& teacher,
                              const LabelledBatch& val, const std::vector<StreamRef>& lanes = {});

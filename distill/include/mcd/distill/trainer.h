@@ -234,6 +234,10 @@ class Trainer {
   // either way. When a capture fails the trainer says so on stderr and runs that work eagerly
   // (and everything on one stream) from then on.
   void set_graphs(bool on) { graphs_ = on; }
+  // Drops the captured graphs (their memory goes back). A graph reads and writes the tensors it
+  // was captured with: after loading state that replaces models' or optimizers' tensors (not
+  // copying into them), call this before the next step.
+  void reset_graphs();
   bool graphs() const { return graphs_; }
   // Steps, and meta steps, run by replaying a graph so far; graphs captured.
   std::int64_t replayed_steps() const { return replayed_; }

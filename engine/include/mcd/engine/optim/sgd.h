@@ -33,6 +33,8 @@ class Sgd final : public Optimizer {
   SgdOptions options() const;  // .lr is the current lr()
   // Parameter i's momentum buffer (a copy), undefined until its first step with momentum.
   Tensor momentum_buffer(std::size_t i) const;
+  // Whether parameter i has one yet (without copying it).
+  bool has_momentum_buffer(std::size_t i) const;
 
   // The direction d that step() would subtract (times lr) from parameter i given its current
   // .grad, computed without changing any state: with d0 = g + weight_decay * p,

@@ -173,5 +173,11 @@ if [ -n "$sanitizer" ]; then
 else
   echo "== compute-sanitizer not found: memcheck and racecheck skipped"
 fi
+# With the time left: the same MC-Distil comparison with TF32 on both sides (PyTorch's default
+# for cuDNN convolutions), one schedule of ours.
+step mcdistil_ours_tf32 "${MCD_T_MCD:-150}" bash -c 'first_line_to "$@"' _ \
+  "$logs/mcdistil_ours_tf32.json" "$dist/bin/bench_mcdistil_step" --device cuda --tf32
+step mcdistil_torch_tf32 "${MCD_T_MCD_TORCH:-120}" bash -c 'first_line_to "$@"' _ \
+  "$logs/mcdistil_torch_tf32.json" "$py" benchmarks/torch_mcdistil_peer.py --device cuda --tf32 on
 summarize
 [ "$failures" -eq 0 ] || exit 1

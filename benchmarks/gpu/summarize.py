@@ -17,11 +17,13 @@ import sys
 import xml.etree.ElementTree as ET
 
 STEPS = ["tests", "app", "mcdistil_ours", "mcdistil_torch", "profile", "conv_layout",
-         "bench_cuda", "bench_torch", "memcheck", "racecheck"]
+         "bench_cuda", "bench_torch", "memcheck", "racecheck", "mcdistil_ours_tf32",
+         "mcdistil_torch_tf32"]
 # The MC-Distil steps (and the layout benchmark of its convolutions) share one output file, the
 # app's run joins the tests', keeping the folder within 8 files.
 OUTPUT = {"mcdistil_ours": "bench_mcdistil.json", "mcdistil_torch": "bench_mcdistil.json",
           "profile": "bench_mcdistil.json", "conv_layout": "bench_mcdistil.json",
+          "mcdistil_ours_tf32": "bench_mcdistil.json", "mcdistil_torch_tf32": "bench_mcdistil.json",
           "tests": "tests.json", "app": "tests.json"}
 
 
@@ -229,6 +231,10 @@ def main():
         r = mine / peer["mcdistil_peak_bytes"]
         metric("peak memory, ours (reserved) / peer (allocated)", r, "ratio", "<= 0.5", r <= 0.5)
 
+    def against_peer_tf32():
+        x = peer_tf32["amortised_iteration_ms"] / ours_tf32["amortised_iteration_ms"]
+        metric("speed-up over the eager PyTorch peer, TF32 both (amortised)", x, "x", "info", None)
+
     def bundle():
         same = bundle_state.startswith("same")
         metric("bundle built from this tree's sources", 1 if same else 0, "", "yes", same)
@@ -249,6 +255,10 @@ def main():
         guarded("layout", conv_layout)
     if ours and peer:
         guarded("ours against the peer", against_peer)
+    ours_tf32 = entries["mcdistil_ours_tf32"].get("results")
+    peer_tf32 = entries["mcdistil_torch_tf32"].get("results")
+    if ours_tf32 and peer_tf32:
+        guarded("ours against the peer, TF32", against_peer_tf32)
     if bundle_state:
         guarded("bundle", bundle)
 

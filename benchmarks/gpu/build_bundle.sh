@@ -20,6 +20,9 @@ fi
 # A failed build must not leave an older bundle behind to be carried by mistake.
 rm -rf "$out"
 targets=(test_cuda_kernels bench_fused_loss_cuda bench_mcdistil_step bench_conv_layout_cuda mcdistil_train)
+# The hash of the sources as the build starts (an edit during the build would make a later hash
+# name sources the binaries were not built from).
+hash="$(bash benchmarks/gpu/source_hash.sh)"
 nice -n 10 cmake --preset cuda -DCMAKE_BUILD_RPATH='$ORIGIN/../lib' >/dev/null
 nice -n 10 cmake --build --preset cuda -j"$jobs" --target "${targets[@]}"
 
@@ -28,7 +31,7 @@ cp build/cuda/tests/test_cuda_kernels build/cuda/benchmarks/bench_fused_loss_cud
   build/cuda/benchmarks/bench_mcdistil_step build/cuda/benchmarks/bench_conv_layout_cuda \
   build/cuda/apps/mcdistil_train "$out/bin/"
 strip --strip-unneeded "$out"/bin/*
-bash benchmarks/gpu/source_hash.sh >"$out/SOURCE_HASH"
+echo "$hash" >"$out/SOURCE_HASH"
 # A Fashion-MNIST subset (6,000 + 1,000 images, 3 MB) for the app's end-to-end run on the GPU
 # machine (app_smoke.sh), which has no dataset package.
 fm=/usr/share/datasets/fashion-mnist

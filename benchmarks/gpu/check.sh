@@ -67,6 +67,7 @@ step() {
   if [ "$left" -lt 20 ]; then
     echo "== $name: not run, the check's time budget is spent"
     echo "$name 125 0 $limit" >>"$logs/steps.txt"
+    case "$name" in *_tf32) ;; *) failures=$((failures + 1)) ;; esac  # only those are optional
     summarize --quiet || true
     return
   fi
@@ -165,11 +166,12 @@ if [ -n "$sanitizer" ]; then
   # memcheck: every kernel (the random allocator test only repeats memsets, so it is left out).
   # API errors are not counted: the tests provoke some on purpose (an invalid device index).
   step memcheck "${MCD_T_MEMCHECK:-120}" "$sanitizer" --tool memcheck --report-api-errors no --error-exitcode 99 \
-    --print-limit 20 "$tests" "[distill_loss],[optim],[runtime],[batch_norm]"
+    --print-limit 20 "$tests" "[distill_loss],[optim],[runtime],[batch_norm],CUDA teacher mixture matches the CPU*"
   # racecheck: shared-memory hazards of the block reductions and the row cache.
   step racecheck "${MCD_T_RACECHECK:-90}" "$sanitizer" --tool racecheck --report-api-errors no --error-exitcode 99 \
     --print-limit 20 "$tests" "CUDA distill loss forward matches the CPU kernel" \
-    "CUDA distill loss JVP matches the CPU kernel" "CUDA batch_norm matches the CPU*"
+    "CUDA distill loss JVP matches the CPU kernel" "CUDA batch_norm matches the CPU*" \
+    "CUDA teacher mixture matches the CPU*"
 else
   echo "== compute-sanitizer not found: memcheck and racecheck skipped"
 fi

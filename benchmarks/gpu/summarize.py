@@ -147,33 +147,36 @@ def main():
         except (KeyError, TypeError, ValueError, ZeroDivisionError, AttributeError) as e:
             metric_errors.append(f"{what}: {e!r}")
 
-    def fused_loss():
-        f_small = find(cuda, "distill_loss_forward", small)
-        f_large = find(cuda, "distill_loss_forward", large)
-        t_small = find(torch, "torch_distill_loss", small)
-        t_large = find(torch, "torch_distill_loss", large)
-        if f_small:
-            metric("fused loss+grad " + small, f_small["median_us"], "us", "<= 5",
-                   f_small["median_us"] <= 5.0)
-        if f_large:
-            metric("fused loss+grad " + large + " (bound bytes)",
-                   100 * f_large["fraction_of_copy"], "% of copy", ">= 80",
-                   f_large["fraction_of_copy"] >= 0.8)
-            metric("fused loss+grad " + large + " (bytes moved)",
-                   100 * f_large["actual_fraction_of_copy"], "% of copy", "info", None)
-        if f_small and t_small:
-            x = t_small["median_us"] / f_small["median_us"]
-            metric("speed-up over PyTorch " + small, x, "x", ">= 5", x >= 5.0)
-        if f_large and t_large:
-            metric("speed-up over PyTorch " + large, t_large["median_us"] / f_large["median_us"],
-                   "x", "info", None)
+    f_small = find(cuda, "distill_loss_forward", small)
+    f_large = find(cuda, "distill_loss_forward", large)
+    t_small = find(torch, "torch_distill_loss", small)
+    t_large = find(torch, "torch_distill_loss", large)
 
-    def other_kernels():
-        for r in (cuda or {}).get("results", []) or []:
-            if str(r.get("name", "")).startswith("distill_loss_forward"):
-                continue
-            metric(f"{r['name']} {r['shape']}", r["median_us"], "us",
-                   f"{100 * r['fraction_of_copy']:.0f}% of copy", None)
+    def small_time():
+        metric("fused loss+grad " + small, f_small["median_us"], "us", "<= 5",
+               f_small["median_us"] <= 5.0)
+
+    def large_bandwidth():
+        metric("fused loss+grad " + large + " (bound bytes)",
+               100 * f_large["fraction_of_copy"], "% of copy", ">= 80",
+               f_large["fraction_of_copy"] >= 0.8)
+
+    def large_moved():
+        metric("fused loss+grad " + large + " (bytes moved)",
+               100 * f_large["actual_fraction_of_copy"], "% of copy", "info", None)
+
+    def small_against_torch():
+        x = t_small["median_us"] / f_small["median_us"]
+        metric("speed-up over PyTorch " + small, x, "x", ">= 5", x >= 5.0)
+
+    def large_against_torch():
+        metric("speed-up over PyTorch " + large, t_large["median_us"] / f_large["median_us"],
+               "x", "info", None)
+
+    def other_kernel(r):
+        fraction = number(r.get("fraction_of_copy"))
+        metric(f"{r['name']} {r['shape']}", r["median_us"], "us",
+               "-" if fraction is None else f"{100 * fraction:.0f}% of copy", None)
 
     # MC-Distil iteration targets: >= 3x faster than the eager peer amortised at L; the meta
     # step <= 3 plain steps; amortised overhead over KD <= 5%; peak memory <= half the peer's.
@@ -242,8 +245,18 @@ def main():
     app = entries["app"].get("results")
     layout = entries["conv_layout"].get("results")
     bundle_state = tail(os.path.join(logs, "bundle.txt")).strip()
-    guarded("fused loss", fused_loss)
-    guarded("other kernels", other_kernels)
+    if f_small:
+        guarded("fused loss, small shape", small_time)
+    if f_large:
+        guarded("fused loss, large shape", large_bandwidth)
+        guarded("fused loss, large shape (bytes moved)", large_moved)
+    if f_small and t_small:
+        guarded("fused loss against PyTorch, small shape", small_against_torch)
+    if f_large and t_large:
+        guarded("fused loss against PyTorch, large shape", large_against_torch)
+    for r in (cuda or {}).get("results", []) or []:
+        if not str(r.get("name", "")).startswith("distill_loss_forward"):
+            guarded(f"kernel {r.get('name')}", lambda r=r: other_kernel(r))
     if ours:
         guarded("MC-Distil iteration (ours)", ours_iteration)
         guarded("schedules", schedules)

@@ -252,20 +252,24 @@ FusedLossJvp run_jvp(const char* op, const LossInputs& in, const std::vector<Ten
   return out;
 }
 
-}  // namespace
-
-// ---- teacher targets
-
-TeacherTargets make_teacher_targets(const Tensor& teacher_logits, double tau) {
-  const char* op = "make_teacher_targets";
+// A teacher's logits, checked and detached: the teacher is frozen, so its targets carry neither
+// history nor tangents.
+Tensor checked_teacher_logits(const char* op, const Tensor& teacher_logits, double tau) {
   check_floating(op, teacher_logits);
   MCD_CHECK(teacher_logits.dim() == 2 && teacher_logits.size(0) > 0 && teacher_logits.size(1) > 0,
             "{}: teacher logits must have shape (B, V) with B, V > 0, got {}", op,
             shape_str(teacher_logits.shape()));
   check_tau(op, tau);
-  // Detached: the teacher is frozen, so its targets carry neither history nor tangents.
+  return teacher_logits.detach();
+}
+
+}  // namespace
+
+// ---- teacher targets
+
+TeacherTargets make_teacher_targets(const Tensor& teacher_logits, double tau) {
   NoGradGuard no_grad;
-  const Tensor zt = teacher_logits.detach();
+  const Tensor zt = checked_teacher_logits("make_teacher_targets", teacher_logits, tau);
   TeacherTargets t;
   t.prob = softmax(zt, 1, tau);
   t.log_prob = log_softmax(zt, 1, tau);
@@ -279,18 +283,21 @@ TeacherTargets make_mixture_targets(const std::vector<Tensor>& teacher_logits, d
             op);
   if (teacher_logits.size() == 1) return make_teacher_targets(teacher_logits[0], tau);
   const Device dev = teacher_logits[0].device();
-  std::vector<TeacherTargets> each;
+  // Each guide's log-probabilities (the mixture needs nothing else of them).
+  NoGradGuard no_grad;
+  std::vector<Tensor> log_probs;
   for (std::size_t j = 0; j < teacher_logits.size(); ++j) {
     MCD_CHECK(teacher_logits[j].device() == dev,
               "{}: teacher {} logits are on {} but teacher 0 logits are on {}", op, j,
               teacher_logits[j].device().str(), dev.str());
-    each.push_back(make_teacher_targets(teacher_logits[j], tau));
+    log_probs.push_back(
+        dense(log_softmax(checked_teacher_logits(op, teacher_logits[j], tau), 1, tau)));
     MCD_CHECK(teacher_logits[j].shape() == teacher_logits[0].shape() &&
                   teacher_logits[j].dtype() == teacher_logits[0].dtype(),
               "{}: teacher {} logits are {} but teacher 0 logits are {}", op, j,
               describe(teacher_logits[j]), describe(teacher_logits[0]));
   }
-  const auto n = static_cast<std::int64_t>(each.size());
+  const auto n = static_cast<std::int64_t>(log_probs.size());
   const std::int64_t b = teacher_logits[0].size(0), v = teacher_logits[0].size(1);
   const DType dtype = teacher_logits[0].dtype();
   TeacherTargets t;
@@ -302,21 +309,15 @@ TeacherTargets make_mixture_targets(const std::vector<Tensor>& teacher_logits, d
   if (!dev.is_cpu()) {
     // On the device, without a host round trip (so a step with several guides can also be
     // captured as a graph).
-    std::vector<Tensor> log_probs;
-    for (const TeacherTargets& e : each)
-      log_probs.push_back(dense(e.log_prob));
     require_device_ops<DistillDeviceOps>(op, t.prob)
         .teacher_mixture(log_probs, t.prob, t.log_prob, t.kl_offset);
     return t;
   }
   dispatch_floating(op, dtype, [&](auto tag) {
     using T = decltype(tag);
-    std::vector<Tensor> log_probs;
     std::vector<const T*> lp;
-    for (const TeacherTargets& e : each) {
-      log_probs.push_back(dense(e.log_prob));
-      lp.push_back(log_probs.back().template data<T>());
-    }
+    for (const Tensor& l : log_probs)
+      lp.push_back(l.template data<T>());
     T* prob = t.prob.data<T>();
     T* log_prob = t.log_prob.data<T>();
     T* offset = t.kl_offset.data<T>();

@@ -425,16 +425,10 @@ Trainer::GraphKey Trainer::graph_key(const data::Batch& batch) const {
     key.values.push_back(static_cast<double>(d));
   key.values.push_back(static_cast<double>(batch.labels.numel()));
   key.values.push_back(concurrent_ ? 1.0 : 0.0);
-  for (const Student& s : students_) {
+  // Momentum buffers come into being in a trainer's first step, which always runs eagerly, so
+  // a graph always sees them (state loaded after a capture: reset_graphs).
+  for (const Student& s : students_)
     key.values.push_back(s.optimizer->lr());
-    // The SGD step and the lookahead direction take another form before a momentum buffer
-    // exists (the first step's rule).
-    const std::size_t n = s.model->parameters().size();
-    double buffers = 0;
-    for (std::size_t i = 0; i < n; ++i)
-      buffers += s.optimizer->has_momentum_buffer(i) ? 1.0 : 0.0;
-    key.values.push_back(buffers);
-  }
   return key;
 }
 

@@ -507,21 +507,29 @@ bool Trainer::replay_or_capture(GraphSlot& slot, const GraphKey& key, const data
     auto own = [&](const Tensor& t) { return t.device() == device ? t.clone() : t.to(device); };
     slot.inputs = {own(batch.images), own(batch.labels)};
     slot.counters = host_counters();
+    // The step's and the meta step's graphs share their memory: they never run at the same
+    // time, and each one's outputs are read before the other replays (the meta step's by the
+    // C-Net's Adam step, queued before the step's replay; the step's by the meters, read on the
+    // host before the next meta step).
+    GraphSlot& other = &slot == &step_graph_ ? before_step_graph_ : step_graph_;
     std::string failure;
     try {
-      slot.graph = DeviceGraph::capture(lanes.main(), [&] {
-        try {
-          record(slot.inputs);
-        } catch (...) {
-          // A capture must end with every forked lane joined back, or the lanes may go back
-          // to the pool still part of it.
-          try {
-            lanes.join_all();
-          } catch (...) {  // the broken capture may refuse the waits too; the first error wins
-          }
-          throw;
-        }
-      });
+      slot.graph = DeviceGraph::capture(
+          lanes.main(),
+          [&] {
+            try {
+              record(slot.inputs);
+            } catch (...) {
+              // A capture must end with every forked lane joined back, or the lanes may go back
+              // to the pool still part of it.
+              try {
+                lanes.join_all();
+              } catch (...) {  // the broken capture may refuse the waits too; the first error wins
+              }
+              throw;
+            }
+          },
+          other.graph.get());
     } catch (const Error& e) {
       failure = e.what();
       slot.graph.reset();

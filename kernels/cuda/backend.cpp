@@ -119,9 +119,12 @@ class CudaDeviceBackend final : public DeviceBackend {
   }
 
   std::uintptr_t capture_graph(int device, std::uintptr_t stream,
-                               const std::function<void()>& record) override {
+                               const std::function<void()>& record,
+                               std::uintptr_t share_memory_with) override {
     return reinterpret_cast<std::uintptr_t>(
-        Graph::capture(stream_of(stream, device), record).release());
+        Graph::capture(stream_of(stream, device), record,
+                       reinterpret_cast<const Graph*>(share_memory_with))
+            .release());
   }
   void replay_graph(int device, std::uintptr_t graph, std::uintptr_t stream) override {
     reinterpret_cast<const Graph*>(graph)->replay(stream_of(stream, device));

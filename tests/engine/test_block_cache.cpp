@@ -256,6 +256,36 @@ TEST_CASE("BlockCache: a private pool's memory goes to its windows only", "[bloc
   CHECK(cache.stats().allocated_bytes == 0);
 }
 
+TEST_CASE("BlockCache: a private pool reopened for a second graph", "[block_cache]") {
+  // Two graphs sharing one pool: the second capture may take what the first freed (its
+  // temporaries), never what is still alive (its outputs).
+  FakeDevice dev;
+  BlockCache cache(dev);
+  cache.begin_private_pool(4);
+  void* temporary = cache.allocate(8192, 1);
+  void* output = cache.allocate(8192, 1);
+  cache.free(temporary);
+  cache.end_private_pool();
+
+  void* eager = cache.allocate(8192, 1);  // between the windows: never the pool's memory
+  CHECK(eager != temporary);
+  CHECK(eager != output);
+  cache.free(eager);
+
+  cache.begin_private_pool(4);
+  void* second = cache.allocate(8192, 1);
+  CHECK(second == temporary);
+  void* more = cache.allocate(8192, 1);
+  CHECK(more != output);
+  cache.free(second);
+  cache.free(more);
+  cache.end_private_pool();
+  cache.free(output);
+  cache.release_private_pool(4);
+  cache.empty_cache();
+  CHECK(cache.stats().allocated_bytes == 0);
+}
+
 TEST_CASE("BlockCache: a repeating pattern stops calling the backend", "[block_cache]") {
   FakeDevice dev;
   BlockCache cache(dev);

@@ -57,7 +57,7 @@ class FakeStreams final : public DeviceBackend {
   }
   // "Capture" runs the code once and logs it; a replay is a log line.
   std::uintptr_t capture_graph(int device, std::uintptr_t stream,
-                               const std::function<void()>& record) override {
+                               const std::function<void()>& record, std::uintptr_t) override {
     if (!streams_) return 0;
     log.push_back(fmt::format("dev{}: capture on {}", device, stream));
     record();

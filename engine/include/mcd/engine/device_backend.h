@@ -48,8 +48,11 @@ class DeviceBackend {
   // once and replayed. These defaults describe a backend without graphs.
   // Runs `record` while capturing `stream` and returns a non-zero graph handle, or 0 without
   // running `record` when the backend has no graphs. Throws when the capture fails.
+  // `share_memory_with` (a graph handle, or 0): the new graph's memory comes from that graph's
+  // pool (graph.h says when that is safe).
   virtual std::uintptr_t capture_graph(int device, std::uintptr_t stream,
-                                       const std::function<void()>& record) {
+                                       const std::function<void()>& record,
+                                       std::uintptr_t share_memory_with) {
     return 0;
   }
   virtual void replay_graph(int device, std::uintptr_t graph, std::uintptr_t stream) {}

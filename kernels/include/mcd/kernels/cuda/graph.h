@@ -20,22 +20,28 @@ class Graph {
   // replays. When `record` throws, or does what a capture forbids (synchronising, a copy
   // through pageable memory), the capture is ended, its memory given back, the CUDA error state
   // cleared, and an mcd::Error thrown.
-  static std::unique_ptr<Graph> capture(const Stream& stream, const std::function<void()>& record);
+  // With `share_memory_with`, the memory comes from that graph's pool instead of a new one; the
+  // pool goes back when its last graph is destroyed (engine/graph.h says when sharing is safe).
+  static std::unique_ptr<Graph> capture(const Stream& stream, const std::function<void()>& record,
+                                        const Graph* share_memory_with = nullptr);
 
   // Queues the whole graph on `stream`: later work on `stream` runs after it.
   void replay(const Stream& stream) const;
 
-  // Waits for the device (so no replay is running), then frees the graph and gives its pool's
-  // memory back to the shared pool.
+  // Waits for the device (so no replay is running), then frees the graph and, with its pool's
+  // last graph, gives the pool's memory back to the shared pool.
   ~Graph();
   Graph(const Graph&) = delete;
   Graph& operator=(const Graph&) = delete;
 
+  // A private pool of the caching allocator, released when the last graph holding it goes.
+  class Pool;
+
  private:
-  Graph(int device, cudaGraphExec_t exec, PoolId pool);
+  Graph(int device, cudaGraphExec_t exec, std::shared_ptr<Pool> pool);
   int device_;
   cudaGraphExec_t exec_;
-  PoolId pool_;
+  std::shared_ptr<Pool> pool_;
 };
 
 }  // namespace mcd::kernels::cuda

@@ -541,6 +541,9 @@ bool Trainer::replay_or_capture(GraphSlot& slot, const GraphKey& key, const data
       slot.failed = true;
       drop_outputs();
       slot.inputs = {};
+      // The broken capture's memory is in the pool it shared: it goes back with the other graph,
+      // recaptured when its work repeats (the eager runs from now on need that memory).
+      other.graph.reset();
       if (!failure.empty()) {
         // The lanes took part in the broken capture: one stream is the safe way on.
         fmt::print(stderr,

@@ -57,8 +57,11 @@ bool same_slots(const std::vector<TensorSlots>& a, const std::vector<TensorSlots
 // before, so the same pointer lists come back: the last few uploaded lists are kept per
 // stream and reused when their contents match exactly (a table holds nothing but those
 // pointers and sizes, so equal contents mean an equal table). A graph being captured gets a
-// table of its own, allocated in the graph's private pool, which keeps it for the replays even
-// after the cache drops it; a table of the shared pool could be freed and reused under it.
+// table of its own, allocated in the graph's private pool and kept apart from that cache: a
+// freed table's block could go to a later capture sharing the pool (graph.h) while the first
+// graph still reads it. Captured tables are kept until kCaptured newer ones were made, far
+// longer than their graphs live (each capture makes one per optimizer, and a trainer's
+// recapture destroys the graph it replaces); they are a few kilobytes each.
 const MultiTensorList& cached_list(const std::vector<TensorSlots>& slots, const Stream& stream) {
   struct Entry {
     cudaStream_t stream;
@@ -66,11 +69,17 @@ const MultiTensorList& cached_list(const std::vector<TensorSlots>& slots, const 
     std::unique_ptr<MultiTensorList> list;
   };
   constexpr std::size_t kEntries = 32;  // several models' optimizers, each with its own list
+  constexpr std::size_t kCaptured = 512;
   static std::mutex mutex;
   static auto* entries = new std::list<Entry>();  // never destroyed: see DeviceAllocator
+  static auto* captured = new std::list<std::unique_ptr<MultiTensorList>>();
   std::lock_guard<std::mutex> lock(mutex);
-  const bool capturing = stream.capturing();
-  for (auto it = entries->begin(); it != entries->end() && !capturing; ++it)
+  if (stream.capturing()) {
+    captured->push_front(std::make_unique<MultiTensorList>(slots, stream));
+    if (captured->size() > kCaptured) captured->pop_back();
+    return *captured->front();
+  }
+  for (auto it = entries->begin(); it != entries->end(); ++it)
     if (it->stream == stream.get() && same_slots(it->slots, slots)) {
       entries->splice(entries->begin(), *entries, it);  // most recently used first
       return *entries->front().list;

@@ -15,7 +15,9 @@
 // every student parameter, momentum buffer and BatchNorm statistic, the C-Net's parameters
 // and the epoch meters. The reference (one stream) is itself checked against the CPU by the
 // MC-Distil iteration test. Then DGKD with two guides (their mixture made on the device), its
-// step captured and replayed on lanes against one stream without graphs.
+// step captured and replayed on lanes against one stream without graphs; and a meta step every
+// iteration with a learning-rate change (the meta step's graph captured first, both graphs
+// captured again sharing one memory pool).
 #include <memory>
 #include <string>
 #include <vector>
@@ -131,6 +133,61 @@ Run train(const data::Dataset& data, nn::CNetInput input, bool concurrent, bool 
   return r;
 }
 
+// A meta step every iteration (L = 1: the meta step's graph is captured before the step's, in
+// the same iteration) and a learning-rate change after three iterations (both graphs captured
+// again, each sharing the other's memory pool): 6 MC-Distil iterations.
+Run train_meta_first(const data::Dataset& data, bool concurrent, bool graphs) {
+  const Device device = Device::cuda();
+  const nn::ModelConfig mc{3, kClasses, kSize};
+  Generator gen(9);
+  auto teacher = nn::make_model("resnet10_xs", mc, gen);
+  teacher->to(device);
+  Run r;
+  for (const char* arch : {"resnet10_xxxs", "resnet10_xxs"}) {
+    distill::Student s;
+    s.name = arch;
+    s.model = nn::make_model(arch, mc, gen);
+    s.model->to(device);
+    optim::SgdOptions so;
+    so.lr = 0.05;
+    so.momentum = 0.9;
+    s.optimizer = std::make_unique<optim::Sgd>(s.model->parameters(), so);
+    r.students.push_back(std::move(s));
+  }
+  nn::CNetConfig cc;
+  cc.num_students = 2;
+  cc.backbone = "resnet10_xxxs";
+  cc.image = {3, 0, kSize};
+  r.cnet = std::make_shared<nn::CNet>(cc, gen);
+  r.cnet->to(device);
+  data::LoaderOptions lo;
+  lo.batch_size = kBatch;
+  lo.normalization = {{127.5f, 127.5f, 127.5f}, {64.0f, 64.0f, 64.0f}};
+  data::BatchIterator batches(data, first(kImages), lo);
+  distill::Trainer mcdistil(
+      r.students, teacher,
+      std::make_unique<distill::CNetWeighting>(r.cnet, optim::AdamOptions{}, 1,
+                                               data::BatchIterator(data, first(kImages), lo), true),
+      4.0);
+  mcdistil.set_concurrent_students(concurrent);
+  mcdistil.set_graphs(graphs);
+  for (int i = 0; i < 6; ++i) {
+    if (i == 3)
+      for (distill::Student& s : r.students)
+        s.optimizer->set_lr(0.02);
+    data::Batch b;
+    if (!batches.next(b)) {
+      batches.start_epoch(batches.epoch() + 1);
+      REQUIRE(batches.next(b));
+    }
+    mcdistil.step(b);
+  }
+  r.replayed = mcdistil.replayed_steps();
+  r.meta_replayed = mcdistil.replayed_meta_steps();
+  r.captured = mcdistil.captured_graphs();
+  return r;
+}
+
 // DGKD with two guides and none dropped: the teachers' targets are a mixture, made on the
 // device, so the step is captured and replayed like any other.
 Run train_dgkd(const data::Dataset& data, bool concurrent, bool graphs) {
@@ -241,6 +298,20 @@ TEST_CASE("CUDA trainer: DGKD with two guides replays as a graph", "[cuda][train
   const Run both = train_dgkd(data, true, true);
   CHECK(both.captured == 1);
   CHECK(both.replayed == 2);
+  require_same_state(both, serial);
+  kcu::set_conv_deterministic(false);
+}
+
+TEST_CASE("CUDA trainer: the meta step's graph first, and both recaptured sharing one pool",
+          "[cuda][trainer]") {
+  REQUIRE(kcu::install_cuda_backend());
+  kcu::set_conv_deterministic(true);
+  const data::Dataset data = synthetic_images();
+  const Run serial = train_meta_first(data, false, false);
+  const Run both = train_meta_first(data, true, true);
+  CHECK(both.captured == 4);       // both graphs at iterations 1 and 4
+  CHECK(both.replayed == 4);       // iterations 1, 2, 4, 5
+  CHECK(both.meta_replayed == 4);  // the same
   require_same_state(both, serial);
   kcu::set_conv_deterministic(false);
 }

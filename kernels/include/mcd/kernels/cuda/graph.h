@@ -18,8 +18,9 @@ class Graph {
   // returns. Nothing runs on the device meanwhile. Memory allocated during the capture comes
   // from a private pool of the device's caching allocator and stays the graph's for its
   // replays. When `record` throws, or does what a capture forbids (synchronising, a copy
-  // through pageable memory), the capture is ended, its memory given back, the CUDA error state
-  // cleared, and an mcd::Error thrown.
+  // through pageable memory), the capture is ended, the CUDA error state cleared, and an
+  // mcd::Error thrown; its memory goes back with its pool's last graph (at once when it shared
+  // no pool).
   // With `share_memory_with`, the memory comes from that graph's pool instead of a new one; the
   // pool goes back when its last graph is destroyed (engine/graph.h says when sharing is safe).
   static std::unique_ptr<Graph> capture(const Stream& stream, const std::function<void()>& record,

@@ -69,46 +69,69 @@ struct Run {
   std::int64_t replayed = 0, meta_replayed = 0, captured = 0;
 };
 
-Run train(const data::Dataset& data, nn::CNetInput input, bool concurrent, bool graphs) {
-  const Device device = Device::cuda();
-  const nn::ModelConfig mc{3, kClasses, kSize};
-  Generator gen(3);
-  auto teacher = nn::make_model("resnet10_xs", mc, gen);
-  teacher->to(device);
-  Run r;
-  for (const char* arch : {"resnet10_xxxs", "resnet10_xxs", "resnet10_xs"}) {
+const nn::ModelConfig kModels{3, kClasses, kSize};
+
+// Students of `archs` on the GPU, SGD with momentum 0.9 (and, with `decay`, Nesterov and weight
+// decay).
+std::vector<distill::Student> make_students(const std::vector<const char*>& archs, Generator& gen,
+                                            bool decay) {
+  std::vector<distill::Student> students;
+  for (const char* arch : archs) {
     distill::Student s;
     s.name = arch;
-    s.model = nn::make_model(arch, mc, gen);
-    s.model->to(device);
+    s.model = nn::make_model(arch, kModels, gen);
+    s.model->to(Device::cuda());
     optim::SgdOptions so;
     so.lr = 0.05;
     so.momentum = 0.9;
-    so.weight_decay = 5e-4;
-    so.nesterov = true;
+    if (decay) {
+      so.weight_decay = 5e-4;
+      so.nesterov = true;
+    }
     s.optimizer = std::make_unique<optim::Sgd>(s.model->parameters(), so);
-    r.students.push_back(std::move(s));
+    students.push_back(std::move(s));
   }
+  return students;
+}
+
+std::shared_ptr<nn::CNet> make_cnet(std::int64_t students, nn::CNetInput input, Generator& gen) {
   nn::CNetConfig cc;
-  cc.num_students = 3;
+  cc.num_students = students;
   cc.backbone = "resnet10_xxxs";
   cc.input = input;
   cc.image = {3, 0, kSize};
-  r.cnet = std::make_shared<nn::CNet>(cc, gen);
-  r.cnet->to(device);
+  auto cnet = std::make_shared<nn::CNet>(cc, gen);
+  cnet->to(Device::cuda());
+  return cnet;
+}
 
+data::LoaderOptions loader_options() {
   data::LoaderOptions lo;
   lo.batch_size = kBatch;
   lo.normalization = {{127.5f, 127.5f, 127.5f}, {64.0f, 64.0f, 64.0f}};
+  return lo;
+}
+
+// The next batch, the next epoch's first when one ends.
+data::Batch next_batch(data::BatchIterator& batches) {
+  data::Batch b;
+  if (!batches.next(b)) {
+    batches.start_epoch(batches.epoch() + 1);
+    REQUIRE(batches.next(b));
+  }
+  return b;
+}
+
+Run train(const data::Dataset& data, nn::CNetInput input, bool concurrent, bool graphs) {
+  Generator gen(3);
+  auto teacher = nn::make_model("resnet10_xs", kModels, gen);
+  teacher->to(Device::cuda());
+  Run r;
+  r.students = make_students({"resnet10_xxxs", "resnet10_xxs", "resnet10_xs"}, gen, true);
+  r.cnet = make_cnet(3, input, gen);
+  const data::LoaderOptions lo = loader_options();
   data::BatchIterator batches(data, first(kImages), lo);
-  auto next = [&] {
-    data::Batch b;
-    if (!batches.next(b)) {
-      batches.start_epoch(batches.epoch() + 1);
-      batches.next(b);
-    }
-    return b;
-  };
+  auto next = [&] { return next_batch(batches); };
   {
     distill::Trainer mcdistil(
         r.students, teacher,
@@ -137,32 +160,13 @@ Run train(const data::Dataset& data, nn::CNetInput input, bool concurrent, bool 
 // the same iteration) and a learning-rate change after three iterations (both graphs captured
 // again, each sharing the other's memory pool): 6 MC-Distil iterations.
 Run train_meta_first(const data::Dataset& data, bool concurrent, bool graphs) {
-  const Device device = Device::cuda();
-  const nn::ModelConfig mc{3, kClasses, kSize};
   Generator gen(9);
-  auto teacher = nn::make_model("resnet10_xs", mc, gen);
-  teacher->to(device);
+  auto teacher = nn::make_model("resnet10_xs", kModels, gen);
+  teacher->to(Device::cuda());
   Run r;
-  for (const char* arch : {"resnet10_xxxs", "resnet10_xxs"}) {
-    distill::Student s;
-    s.name = arch;
-    s.model = nn::make_model(arch, mc, gen);
-    s.model->to(device);
-    optim::SgdOptions so;
-    so.lr = 0.05;
-    so.momentum = 0.9;
-    s.optimizer = std::make_unique<optim::Sgd>(s.model->parameters(), so);
-    r.students.push_back(std::move(s));
-  }
-  nn::CNetConfig cc;
-  cc.num_students = 2;
-  cc.backbone = "resnet10_xxxs";
-  cc.image = {3, 0, kSize};
-  r.cnet = std::make_shared<nn::CNet>(cc, gen);
-  r.cnet->to(device);
-  data::LoaderOptions lo;
-  lo.batch_size = kBatch;
-  lo.normalization = {{127.5f, 127.5f, 127.5f}, {64.0f, 64.0f, 64.0f}};
+  r.students = make_students({"resnet10_xxxs", "resnet10_xxs"}, gen, false);
+  r.cnet = make_cnet(2, nn::CNetInput::Image, gen);
+  const data::LoaderOptions lo = loader_options();
   data::BatchIterator batches(data, first(kImages), lo);
   distill::Trainer mcdistil(
       r.students, teacher,
@@ -175,12 +179,7 @@ Run train_meta_first(const data::Dataset& data, bool concurrent, bool graphs) {
     if (i == 3)
       for (distill::Student& s : r.students)
         s.optimizer->set_lr(0.02);
-    data::Batch b;
-    if (!batches.next(b)) {
-      batches.start_epoch(batches.epoch() + 1);
-      REQUIRE(batches.next(b));
-    }
-    mcdistil.step(b);
+    mcdistil.step(next_batch(batches));
   }
   r.replayed = mcdistil.replayed_steps();
   r.meta_replayed = mcdistil.replayed_meta_steps();
@@ -191,37 +190,21 @@ Run train_meta_first(const data::Dataset& data, bool concurrent, bool graphs) {
 // DGKD with two guides and none dropped: the teachers' targets are a mixture, made on the
 // device, so the step is captured and replayed like any other.
 Run train_dgkd(const data::Dataset& data, bool concurrent, bool graphs) {
-  const Device device = Device::cuda();
-  const nn::ModelConfig mc{3, kClasses, kSize};
   Generator gen(7);
   std::vector<std::shared_ptr<nn::Module>> guides;
   for (const char* arch : {"resnet10_xs", "resnet10_xxs"}) {
-    guides.push_back(nn::make_model(arch, mc, gen));
-    guides.back()->to(device);
+    guides.push_back(nn::make_model(arch, kModels, gen));
+    guides.back()->to(Device::cuda());
   }
   Run r;
-  distill::Student s;
-  s.name = "resnet10_xxxs";
-  s.model = nn::make_model(s.name, mc, gen);
-  s.model->to(device);
-  optim::SgdOptions so;
-  so.lr = 0.05;
-  so.momentum = 0.9;
-  s.optimizer = std::make_unique<optim::Sgd>(s.model->parameters(), so);
-  r.students.push_back(std::move(s));
-  data::LoaderOptions lo;
-  lo.batch_size = kBatch;
-  lo.normalization = {{127.5f, 127.5f, 127.5f}, {64.0f, 64.0f, 64.0f}};
-  data::BatchIterator batches(data, first(kImages), lo);
+  r.students = make_students({"resnet10_xxxs"}, gen, false);
+  data::BatchIterator batches(data, first(kImages), loader_options());
   distill::Trainer dgkd(r.students, guides, std::make_unique<distill::DgkdWeighting>(0.5, 0, 1),
                         4.0);
   dgkd.set_concurrent_students(concurrent);
   dgkd.set_graphs(graphs);
-  for (int i = 0; i < 3; ++i) {
-    data::Batch b;
-    REQUIRE(batches.next(b));
-    dgkd.step(b);
-  }
+  for (int i = 0; i < 3; ++i)
+    dgkd.step(next_batch(batches));
   r.replayed = dgkd.replayed_steps();
   r.captured = dgkd.captured_graphs();
   return r;

@@ -306,6 +306,21 @@ std::string describe(FusedLossKernel kernel, const RowShape& s, const RowOptions
          std::to_string(o.scale);
 }
 
+// Runs `launch` twice: the second run's losses must equal the first's bit for bit (the same
+// inputs give the same reduction order, launch after launch).
+template <class T, class Launch>
+void launch_twice_same_bits(const DeviceArray<T>& loss, const kcu::Stream& st, Launch&& launch) {
+  std::vector<T> first;
+  for (int run = 0; run < 2; ++run) {
+    launch();
+    st.synchronize();
+    if (run == 0)
+      first = loss.download(st);
+    else
+      CHECK(mcd::testing::bitwise_equal(loss.download(st), first));
+  }
+}
+
 template <class T>
 void check_variant_forward(FusedLossKernel kernel, const RowShape& s, const RowOptions& o,
                            std::uint64_t seed) {
@@ -326,18 +341,12 @@ void check_variant_forward(FusedLossKernel kernel, const RowShape& s, const RowO
   const DeviceRowCase<T> d(c, o, st);
   DeviceArray<T> dce(kb, st), dkl(kb, st), dloss(s.k, st), dgrad(o.grad ? kb * s.v : 0, st);
   auto ws = zeroed_workspace(s.k, s.b, st);
-  std::vector<T> first;
-  for (int run = 0; run < 2; ++run) {
+  launch_twice_same_bits(dloss, st, [&] {
     kcu::distill_loss_forward_cuda<T>(s.k, s.b, s.v, d.z_ptrs.data(), d.prob(), d.log_prob(),
                                       d.labels.get(), d.alpha.get(), d.beta.get(), s.tau, dce.get(),
                                       dkl.get(), dloss.get(), o.grad ? dgrad.get() : nullptr,
                                       ws.data(), st.get(), kernel);
-    st.synchronize();
-    if (run == 0)
-      first = dloss.download(st);
-    else
-      CHECK(mcd::testing::bitwise_equal(dloss.download(st), first));
-  }
+  });
   const double tol = parity_rtol<T>();
   mcd::testing::require_close(name + " ce", dce.download(st), ce, tol, 1.0);
   mcd::testing::require_close(name + " kl", dkl.download(st), kl, tol, 1.0);
@@ -366,17 +375,11 @@ void check_variant_jvp(FusedLossKernel kernel, const RowShape& s, const RowOptio
   const DeviceRowCase<T> d(c, o, st);
   DeviceArray<T> dce(kb, st), dkl(kb, st), dloss(s.k, st);
   auto ws = zeroed_workspace(s.k, s.b, st);
-  std::vector<T> first;
-  for (int run = 0; run < 2; ++run) {
+  launch_twice_same_bits(dloss, st, [&] {
     kcu::distill_loss_jvp_cuda<T>(s.k, s.b, s.v, d.z_ptrs.data(), d.zt_ptrs.data(), d.prob(),
                                   d.labels.get(), d.alpha.get(), d.beta.get(), s.tau, dce.get(),
                                   dkl.get(), dloss.get(), ws.data(), st.get(), kernel);
-    st.synchronize();
-    if (run == 0)
-      first = dloss.download(st);
-    else
-      CHECK(mcd::testing::bitwise_equal(dloss.download(st), first));
-  }
+  });
   const double tol = parity_rtol<T>();
   mcd::testing::require_close(name + " ce_t", dce.download(st), ce_t, tol, 1.0);
   mcd::testing::require_close(name + " kl_t", dkl.download(st), kl_t, tol, 1.0);

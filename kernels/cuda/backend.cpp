@@ -1,6 +1,7 @@
 // The CUDA DeviceBackend and the per-thread current stream (backend.h).
 #include <mcd/kernels/cuda/backend.h>
 
+#include <cstring>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -11,6 +12,7 @@
 #include <mcd/kernels/cuda/caching_allocator.h>
 #include <mcd/kernels/cuda/check.h>
 #include <mcd/kernels/cuda/graph.h>
+#include <mcd/kernels/cuda/pinned_pool.h>
 
 namespace mcd::kernels::cuda {
 namespace {
@@ -66,6 +68,30 @@ const Stream& stream_of(std::uintptr_t handle, int device) {
   return handle == 0 ? default_stream(device) : *reinterpret_cast<const Stream*>(handle);
 }
 
+// A device-to-host copy into a pinned block, arrived once the block's recorded use has run.
+class PinnedCopyToHost final : public DeviceBackend::PendingHostCopy {
+ public:
+  explicit PinnedCopyToHost(PinnedLease lease) : lease_(std::move(lease)) {}
+  bool done() const override { return lease_.done(); }
+  void wait() override { lease_.wait(); }
+  const void* data() const override { return lease_.data(); }
+
+ private:
+  PinnedLease lease_;
+};
+
+// The current stream of `device`, refusing a capture: a captured copy would read or write its
+// pinned block again at every replay, long after the block went to another copy.
+const Stream& stream_for_async_copy(int device, const char* op) {
+  const Stream& s = current_stream(device);
+  MCD_CHECK(!s.capturing(),
+            "{}: the current stream of cuda:{} is capturing a CUDA graph; a copy between the host "
+            "and the device cannot be part of a graph (copy before the capture, into tensors "
+            "the graph reads)",
+            op, device);
+  return s;
+}
+
 class CudaDeviceBackend final : public DeviceBackend {
  public:
   const char* name() const override { return "CUDA"; }
@@ -94,6 +120,29 @@ class CudaDeviceBackend final : public DeviceBackend {
   void synchronize(int device) override {
     DeviceGuard guard(device);
     MCD_CUDA_CHECK(cudaDeviceSynchronize());
+  }
+
+  std::unique_ptr<PendingHostCopy> start_copy_to_host(const void* src, Device device,
+                                                      std::size_t nbytes) override {
+    const Stream& s = stream_for_async_copy(device.index, "HostCopy");
+    DeviceGuard guard(device.index);
+    PinnedLease lease = PinnedPool::instance().acquire(nbytes);
+    if (nbytes > 0)
+      MCD_CUDA_CHECK(cudaMemcpyAsync(lease.data(), src, nbytes, cudaMemcpyDeviceToHost, s.get()));
+    lease.record_use(s);
+    return std::make_unique<PinnedCopyToHost>(std::move(lease));
+  }
+  void copy_to_device_async(void* dst, Device device, const void* src,
+                            std::size_t nbytes) override {
+    if (nbytes == 0) return;
+    const Stream& s = stream_for_async_copy(device.index, "copy_to_device_async");
+    DeviceGuard guard(device.index);
+    // The source is staged whole, so the caller may reuse it at once; the block goes back to
+    // the pool when the lease ends and is lent again once the copy has run.
+    PinnedLease lease = PinnedPool::instance().acquire(nbytes);
+    std::memcpy(lease.data(), src, nbytes);
+    MCD_CUDA_CHECK(cudaMemcpyAsync(dst, lease.data(), nbytes, cudaMemcpyHostToDevice, s.get()));
+    lease.record_use(s);
   }
 
   std::uintptr_t acquire_stream(int device) override {

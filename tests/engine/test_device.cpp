@@ -12,6 +12,7 @@
 #include <mcd/engine/device_backend.h>
 #include <mcd/engine/ops/elementwise.h>
 #include <mcd/engine/ops/reduce.h>
+#include <mcd/engine/transfer.h>
 #include <mcd/models/registry.h>
 
 #include "support/gradcheck.h"
@@ -162,4 +163,49 @@ TEST_CASE("modules move their parameters and buffers to a device and back", "[en
   model->to(Device::cpu());
   for (const auto& [name, t] : model->state_dict())
     check_equal(t, before.at(name));
+}
+
+TEST_CASE("copies that do not wait: through the backend, snapshots, errors", "[engine][device]") {
+  FakeDeviceScope fake;
+  Generator gen(4);
+  const Tensor x = random_tensor({3, 5}, gen);
+
+  // Host to device into an existing tensor, from a strided host view too; the host source
+  // may be reused at once.
+  Tensor d = Tensor::empty({3, 5}, DType::Float64, Device::cuda());
+  Tensor src = x.clone();
+  copy_to_device_async(d, src);
+  src.fill_(7.0);
+  check_equal(d.to(Device::cpu()), x);
+  Tensor dt = Tensor::empty({5, 3}, DType::Float64, Device::cuda(1));
+  copy_to_device_async(dt, x.transpose(0, 1));
+  check_equal(dt.to(Device::cpu()), x.transpose(0, 1));
+  const Tensor made = to_device_async(x, Device::cuda());
+  CHECK(made.device() == Device::cuda());
+  check_equal(made.to(Device::cpu()), x);
+  CHECK(to_device_async(made, Device::cuda()).shares_storage_with(made));
+  Tensor leaf = x.clone();
+  leaf.set_requires_grad(true);
+  CHECK_FALSE(to_device_async(leaf, Device::cuda()).requires_grad());  // detached
+  CHECK_THROWS_WITH(copy_to_device_async(d, random_tensor({5, 3}, gen)),
+                    Catch::Contains("copy_to_device_async") && Catch::Contains("[3, 5]") &&
+                        Catch::Contains("[5, 3]"));
+
+  // Device to host: a snapshot of the values when the copy was made (a strided view is made
+  // contiguous on the device first, which needs the CUDA kernels: test_cuda_kernels).
+  HostCopy whole(made);
+  CHECK(whole.defined());
+  CHECK(whole.ready());  // the fake's copies arrive at once
+  CHECK(whole.get().device().is_cpu());
+  check_equal(whole.get(), x);
+  HostCopy moved = std::move(whole);
+  check_equal(moved.get(), x);
+  // From the host: copied at once, so later changes to the source do not show.
+  Tensor host = x.clone();
+  HostCopy snapshot(host);
+  host.fill_(0.0);
+  check_equal(snapshot.get(), x);
+  CHECK_THROWS_WITH(HostCopy().get(), Catch::Contains("nothing was copied"));
+  const Tensor empty = Tensor::empty({0, 2}, DType::Float32, Device::cuda());
+  CHECK(HostCopy(empty).get().shape() == Shape{0, 2});
 }

@@ -10,6 +10,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <functional>
+#include <memory>
 
 #include <mcd/engine/dtype.h>
 
@@ -28,6 +29,28 @@ class DeviceBackend {
   virtual void copy(void* dst, Device dst_device, const void* src, Device src_device,
                     std::size_t nbytes) = 0;
   virtual void synchronize(int device) = 0;
+
+  // ---- copies that let the host run ahead of the device (engine/transfer.h). Both use the
+  // current stream of `device`; the defaults copy at once through copy().
+  // A device-to-host copy on its way: done() says whether it has arrived, wait() blocks until
+  // it has; then data() holds the bytes, valid for the object's lifetime.
+  class PendingHostCopy {
+   public:
+    virtual ~PendingHostCopy() = default;
+    virtual bool done() const = 0;
+    virtual void wait() = 0;
+    virtual const void* data() const = 0;
+  };
+  // Queues a copy of nbytes of device memory at src to the host, after the work queued so far,
+  // and returns without waiting for it.
+  virtual std::unique_ptr<PendingHostCopy> start_copy_to_host(const void* src, Device device,
+                                                              std::size_t nbytes);
+  // Host to device without waiting for the device: returns once src may be reused; work queued
+  // later on the stream sees dst written. Refused while the stream captures a graph (a replay
+  // would copy from memory that has been reused by then).
+  virtual void copy_to_device_async(void* dst, Device device, const void* src, std::size_t nbytes) {
+    copy(dst, device, src, Device::cpu(), nbytes);
+  }
 
   // ---- streams (engine/stream.h). A stream is an ordered queue of device work, named by an
   // opaque handle; allocations, copies and ops use the calling thread's current stream. These

@@ -81,6 +81,7 @@ class Event {
   Event& operator=(const Event&) = delete;
 
   cudaEvent_t get() const { return event_; }
+  int device() const { return device_; }
   void record(cudaStream_t stream) const;
   void synchronize() const;
   bool done() const;  // true once the recorded work has run

@@ -14,7 +14,10 @@
 
 #include <algorithm>
 #include <limits>
+#include <map>
+#include <mutex>
 #include <string>
+#include <tuple>
 
 #include <mcd/kernels/cuda/check.h>
 #include <mcd/kernels/cuda/runtime.h>
@@ -304,6 +307,38 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks<T>)
 #endif
 }
 
+// Whether the GPU can run a cluster of `p.cluster` blocks of `kernel` at all: the blocks of a
+// cluster must be resident together on one GPC, which a partitioned GPU (MIG) or a smaller part
+// may not offer for eight blocks of this shared memory. Asked once per kernel, device and plan
+// (the answer does not change while the process runs).
+bool cluster_fits(const void* kernel, const Plan& p) {
+  static std::mutex mutex;
+  static std::map<std::tuple<const void*, int, int, std::size_t>, bool> known;
+  const int device = current_device();
+  const auto key = std::make_tuple(kernel, device, p.cluster, p.smem);
+  std::lock_guard<std::mutex> lock(mutex);
+  if (auto it = known.find(key); it != known.end()) return it->second;
+  MCD_CUDA_REQUIRE(cluster_fits(reinterpret_cast<const void*>(kernel), p),
+                   "distill_loss (CUDA): this GPU cannot co-schedule a cluster of " +
+                       std::to_string(p.cluster) + " row_split blocks with " +
+                       std::to_string(p.smem) + " bytes of shared memory each");
+  allow_dynamic_shared_memory(kernel, p.smem);
+  cudaLaunchAttribute attr[1] = {};
+  attr[0].id = cudaLaunchAttributeClusterDimension;
+  attr[0].val.clusterDim.x = static_cast<unsigned>(p.cluster);
+  attr[0].val.clusterDim.y = 1;
+  attr[0].val.clusterDim.z = 1;
+  cudaLaunchConfig_t config = {};
+  config.gridDim = dim3(static_cast<unsigned>(p.cluster));
+  config.blockDim = dim3(kThreads);
+  config.dynamicSmemBytes = p.smem;
+  config.attrs = attr;
+  config.numAttrs = 1;
+  int clusters = 0;
+  MCD_CUDA_CHECK(cudaOccupancyMaxActiveClusters(&clusters, kernel, &config));
+  return known[key] = clusters > 0;
+}
+
 bool aligned16(const void* p) {
   return reinterpret_cast<std::uintptr_t>(p) % 16 == 0;
 }
@@ -332,7 +367,15 @@ bool row_split_applies(std::int64_t v, std::size_t elem_bytes) {
   MCD_CUDA_CHECK(
       cudaFuncGetAttributes(&attr, distill_loss_row_split_kernel<float, 1, false, false>));
   if (attr.ptxVersion < 90) return false;  // built without cluster support: the body is empty
-  return plan_for(v, elem_bytes).smem + attr.sharedSizeBytes <= max_shared_memory_per_block(device);
+  const Plan p = plan_for(v, elem_bytes);
+  if (p.smem + attr.sharedSizeBytes > max_shared_memory_per_block(device)) return false;
+  // Every variant of a dtype has the same shared memory and at most the registers the launch
+  // bounds allow, so one answers for all.
+  const void* representative =
+      elem_bytes == sizeof(float)
+          ? reinterpret_cast<const void*>(distill_loss_row_split_kernel<float, 1, false, false>)
+          : reinterpret_cast<const void*>(distill_loss_row_split_kernel<double, 1, false, false>);
+  return cluster_fits(representative, p);
 }
 
 template <class T, bool JVP>

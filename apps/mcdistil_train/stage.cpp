@@ -51,6 +51,7 @@ std::string best_path(const RunDirectory& run, const StageSpec& s, std::size_t k
 
 void save_checkpoint(const RunDirectory& run, const StageSpec& spec, distill::Trainer& trainer,
                      const Progress& p) {
+  trainer.flush_meters();  // the checkpoint holds every step's meters up to p
   StateDict all;
   auto& students = trainer.students();
   for (std::size_t k = 0; k < students.size(); ++k) {
@@ -216,6 +217,9 @@ StageResult run_stage(const StageSpec& spec, const DataSplits& d,
   distill::Trainer trainer(students, std::move(teachers), make_policy(), tau);
   trainer.set_concurrent_students(d.student_streams);
   trainer.set_graphs(d.graphs);
+  // The host queues the next step before it reads a step's meters (the progress bar shows them
+  // one step late); the epoch's report and the checkpoints flush them first.
+  trainer.set_deferred_meters(true);
 
   data::LoaderOptions lo;
   lo.batch_size = d.batch_size;
@@ -259,6 +263,7 @@ StageResult run_stage(const StageSpec& spec, const DataSplits& d,
       const auto& m = students.back().meters;
       bar.update(p.batch, fmt::format("loss {:.4f}", m.mean(m.loss)));
       if (stop.load() || (stop_after_steps > 0 && steps_this_process >= stop_after_steps)) {
+        trainer.flush_meters();  // the clock then includes the last step's device time
         p.seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
         save_checkpoint(run, spec, trainer, p);
         fmt::print(stderr, "\ninterrupted: checkpoint written to {}; rerun with --resume\n",
@@ -266,6 +271,7 @@ StageResult run_stage(const StageSpec& spec, const DataSplits& d,
         throw Interrupted{};
       }
     }
+    trainer.flush_meters();  // waits for the last step, so the clock counts all of them
     const double train_seconds =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     p.seconds += train_seconds;

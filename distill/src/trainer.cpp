@@ -144,10 +144,10 @@ std::vector<double> CNetWeighting::prepare_before_step(std::int64_t) {
   const Device device = nn::model_device(*cnet_);
   LabelledBatch& kept = meta_batches_[b.images.shape()];
   if (kept.images.defined() && kept.labels.shape() == b.labels.shape()) {
-    kept.images.copy_(b.images);
-    kept.labels.copy_(b.labels);
+    copy_to_device_async(kept.images, b.images);
+    copy_to_device_async(kept.labels, b.labels);
   } else {
-    kept = {b.images.to(device), b.labels.to(device)};
+    kept = {to_device_async(b.images, device), to_device_async(b.labels, device)};
   }
   meta_batch_ = kept;
   std::vector<double> key;
@@ -283,9 +283,16 @@ std::vector<StreamRef> Trainer::student_lanes(const StudentStreams& lanes) const
 void Trainer::step(const data::Batch& batch) {
   // Batches arrive on the host; every model of a trainer lives on the students' device.
   const Device device = nn::model_device(*students_.front().model);
+  // The host does not wait for a step's end (uploads and deferred meters do not wait), so the
+  // last step may still run: a caller that changed its current stream since then gets this
+  // step's work queued after it, before anything of this step (the uploads) is.
+  const StreamRef main = current_stream(device);
+  if (last_main_.device == device && !(last_main_ == main)) stream_wait(main, last_main_);
+  last_main_ = main;
   LabelledBatch on_device;
   auto device_batch = [&]() -> const LabelledBatch& {
-    if (!on_device.images.defined()) on_device = {batch.images.to(device), batch.labels.to(device)};
+    if (!on_device.images.defined())
+      on_device = {to_device_async(batch.images, device), to_device_async(batch.labels, device)};
     return on_device;
   };
   // The policy's work before the step (the meta step) reads the teachers' targets and
@@ -306,8 +313,23 @@ void Trainer::step(const data::Batch& batch) {
   StepRecord record;
   if (!step_by_graph(batch, streams_for(device), record))
     record = device_step(device_batch(), streams_for(device), have_teacher ? &teacher : nullptr);
-  accumulate_meters(record, batch.labels);
+  // The step's meters start for the host now; with deferred meters the previous step's are
+  // added only now, after this step was queued, so the device never waits for the host.
+  PendingMeters pending{HostCopy(record.values), HostCopy(record.predictions),
+                        HostCopy(batch.labels)};
+  flush_meters();
+  if (deferred_meters_)
+    pending_meters_ = std::move(pending);
+  else
+    accumulate_meters(pending);
   ++iteration_;
+}
+
+void Trainer::flush_meters() {
+  if (!pending_meters_) return;
+  PendingMeters pending = std::move(*pending_meters_);
+  pending_meters_.reset();
+  accumulate_meters(pending);
 }
 
 std::vector<Tensor> Trainer::before_step_on_device(const LabelledBatch& lb, StudentStreams& lanes,
@@ -509,8 +531,8 @@ bool Trainer::replay_or_capture(GraphSlot& slot, const GraphKey& key, const data
     slot.counters = host_counters();
     // The step's and the meta step's graphs share their memory: they never run at the same
     // time, and each one's outputs are read before the other replays (the meta step's by the
-    // C-Net's Adam step, queued before the step's replay; the step's by the meters, read on the
-    // host before the next meta step).
+    // C-Net's Adam step, queued before the step's replay; the step's by the meters' copy to the
+    // host, queued on the main stream right after the replay, so before the next meta step's).
     GraphSlot& other = &slot == &step_graph_ ? before_step_graph_ : step_graph_;
     std::string failure;
     try {
@@ -563,8 +585,8 @@ bool Trainer::replay_or_capture(GraphSlot& slot, const GraphKey& key, const data
     slot.key = key;
     ++captures_;
   } else {
-    slot.inputs.images.copy_(batch.images);
-    slot.inputs.labels.copy_(batch.labels);
+    copy_to_device_async(slot.inputs.images, batch.images);
+    copy_to_device_async(slot.inputs.labels, batch.labels);
     for (HostCounter& c : slot.counters) {
       auto* v = c.buffer.data<std::int64_t>();
       for (std::size_t i = 0; i < c.step.size(); ++i)
@@ -576,16 +598,12 @@ bool Trainer::replay_or_capture(GraphSlot& slot, const GraphKey& key, const data
   return true;
 }
 
-void Trainer::accumulate_meters(const StepRecord& record, const Tensor& labels) {
-  std::vector<double> values;
-  std::vector<std::int64_t> predicted;
-  {
-    NoGradGuard no_grad;
-    values = record.values.to_doubles();
-    const Tensor pred = record.predictions.to(Device::cpu());
-    predicted.assign(pred.data<std::int64_t>(), pred.data<std::int64_t>() + pred.numel());
-  }
-  const std::int64_t B = labels.numel();
+void Trainer::accumulate_meters(PendingMeters& step) {
+  const std::vector<double> values = step.values.get().to_doubles();
+  const Tensor& pred = step.predictions.get();
+  const std::int64_t* predicted = pred.data<std::int64_t>();
+  const Tensor& host_labels = step.labels.get();
+  const std::int64_t B = host_labels.numel();
   const auto K = static_cast<std::size_t>(students_.size());
   const auto nb = static_cast<std::size_t>(B);
   const double* loss = values.data();
@@ -593,11 +611,10 @@ void Trainer::accumulate_meters(const StepRecord& record, const Tensor& labels) 
   const double* kl = ce + K * nb;
   const double* a = kl + K * nb;
   const double* b = a + K * nb;
-  const Tensor host_labels = labels.to(Device::cpu());
   const auto* y = host_labels.data<std::int64_t>();
   for (std::size_t k = 0; k < K; ++k) {
     Meters& m = students_[k].meters;
-    const std::int64_t* p = predicted.data() + k * nb;
+    const std::int64_t* p = predicted + k * nb;
     for (std::int64_t i = 0; i < B; ++i) {
       const std::size_t at = k * nb + static_cast<std::size_t>(i);
       m.correct += p[i] == y[i];

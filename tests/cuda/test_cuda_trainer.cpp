@@ -13,7 +13,8 @@
 // (eager, captured, replayed), so the meta step's order against the lanes and the two graphs'
 // order are both exercised; the graph schedules must really replay. Checked:
 // every student parameter, momentum buffer and BatchNorm statistic, the C-Net's parameters
-// and the epoch meters. The reference (one stream) is itself checked against the CPU by the
+// and the epoch meters (the graph runs with deferred meters, read a step late, as the app does).
+// The reference (one stream) is itself checked against the CPU by the
 // MC-Distil iteration test. Then DGKD with two guides (their mixture made on the device), its
 // step captured and replayed on lanes against one stream without graphs; and a meta step every
 // iteration with a learning-rate change (the meta step's graph captured first, both graphs
@@ -140,8 +141,11 @@ Run train(const data::Dataset& data, nn::CNetInput input, bool concurrent, bool 
         4.0);
     mcdistil.set_concurrent_students(concurrent);
     mcdistil.set_graphs(graphs);
+    // The graph runs read their meters a step late, as the app does.
+    mcdistil.set_deferred_meters(graphs);
     for (int i = 0; i < 7; ++i)
       mcdistil.step(next());
+    mcdistil.flush_meters();
     r.replayed += mcdistil.replayed_steps();
     r.meta_replayed += mcdistil.replayed_meta_steps();
     r.captured += mcdistil.captured_graphs();
@@ -149,8 +153,10 @@ Run train(const data::Dataset& data, nn::CNetInput input, bool concurrent, bool 
   distill::Trainer kd(r.students, teacher, distill::kd_weighting(0.5), 4.0);
   kd.set_concurrent_students(concurrent);
   kd.set_graphs(graphs);
+  kd.set_deferred_meters(graphs);
   for (int i = 0; i < 3; ++i)
     kd.step(next());
+  kd.flush_meters();
   r.replayed += kd.replayed_steps();
   r.captured += kd.captured_graphs();
   return r;

@@ -268,3 +268,50 @@ TEST_CASE("students one at a time give the numbers of the joint pass", "[distill
     CHECK(one_by_one[s].meters.to_vector() == joint[s].meters.to_vector());
   }
 }
+
+TEST_CASE("deferred meters lag one step and add up to the same after a flush",
+          "[distill][trainer]") {
+  Generator gen(9);
+  auto teacher = nn::make_model("resnet10_xxs", {1, 4, 8}, gen);
+  teacher->to(DType::Float64);
+  auto deferred = make_students(30), at_once = make_students(30);
+  distill::Trainer a(deferred, teacher, distill::kd_weighting(0.4), 2.0);
+  distill::Trainer b(at_once, teacher, distill::kd_weighting(0.4), 2.0);
+  a.set_deferred_meters(true);
+  CHECK(a.deferred_meters());
+  CHECK_FALSE(b.deferred_meters());
+  // One batch object refilled in place, as a loader may: the meters must use each step's own
+  // labels, not the buffer's contents when they are finally added.
+  data::Batch batch;
+  batch.images = Tensor::empty({6, 1, 8, 8}, DType::Float64);
+  batch.labels = Tensor::empty({6}, DType::Int64);
+  const std::int64_t B = 6;
+  for (int step = 1; step <= 4; ++step) {
+    batch.images.copy_(random_tensor({6, 1, 8, 8}, gen));
+    auto* y = batch.labels.data<std::int64_t>();
+    for (std::int64_t i = 0; i < B; ++i)
+      y[i] = (i * step) % 4;
+    a.step(batch);
+    b.step(batch);
+    for (std::size_t s = 0; s < deferred.size(); ++s) {
+      CHECK(at_once[s].meters.seen == step * B);
+      CHECK(deferred[s].meters.seen == (step - 1) * B);  // the last step is still on its way
+    }
+    if (step == 2) {
+      a.flush_meters();
+      a.flush_meters();  // nothing left: adds nothing
+      for (std::size_t s = 0; s < deferred.size(); ++s)
+        CHECK(deferred[s].meters.to_vector() == at_once[s].meters.to_vector());
+    }
+  }
+  a.set_deferred_meters(false);  // flushes
+  for (std::size_t s = 0; s < deferred.size(); ++s) {
+    CHECK(deferred[s].meters.seen == 4 * B);
+    CHECK(deferred[s].meters.to_vector() == at_once[s].meters.to_vector());
+    const auto p = deferred[s].model->state_dict(), q = at_once[s].model->state_dict();
+    for (const auto& [name, t] : q)
+      CHECK(p.at(name).to_doubles() == t.to_doubles());  // the training itself is unchanged
+  }
+  a.step(batch);  // meters complete again when step returns
+  CHECK(deferred[0].meters.seen == 5 * B);
+}

@@ -14,6 +14,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -26,6 +27,7 @@
 #include <mcd/engine/optim/adam.h>
 #include <mcd/engine/optim/lr_schedule.h>
 #include <mcd/engine/optim/sgd.h>
+#include <mcd/engine/transfer.h>
 #include <mcd/models/cnet.h>
 #include <mcd/models/module.h>
 
@@ -244,6 +246,20 @@ class Trainer {
   std::int64_t replayed_meta_steps() const { return meta_replayed_; }
   std::int64_t captured_graphs() const { return captures_; }
 
+  // Deferred meters (off by default): a step's meters are added to the students' Meters in
+  // the next step, after that step's work was queued, so that on a GPU the host never waits
+  // for a step to end before it queues the next one. The students' meters then lack the last
+  // step until flush_meters(): call it before reading them for a report or a checkpoint, and
+  // before the trainer ends (which does not add them: the students may be gone by then). With
+  // them off, the meters are complete when step() returns (the host waits for the step).
+  void set_deferred_meters(bool on) {
+    if (!on) flush_meters();
+    deferred_meters_ = on;
+  }
+  bool deferred_meters() const { return deferred_meters_; }
+  // Adds the meters still on their way (nothing without deferred meters).
+  void flush_meters();
+
   std::int64_t iteration() const { return iteration_; }
   void set_iteration(std::int64_t it) { iteration_ = it; }
   WeightingPolicy& policy() { return *policy_; }
@@ -254,6 +270,10 @@ class Trainer {
   // kl, alpha and beta in one tensor, and the predicted classes (K * B).
   struct StepRecord {
     Tensor values, predictions;
+  };
+  // A step's meters on their way to the host (HostCopy: the device's outputs, the labels).
+  struct PendingMeters {
+    HostCopy values, predictions, labels;
   };
   // A step's device work: the graph key says when two steps queue the same work.
   struct GraphKey {
@@ -297,7 +317,7 @@ class Trainer {
                          const std::function<void()>& drop_outputs);
   GraphKey graph_key(const data::Batch& batch) const;
   std::vector<HostCounter> host_counters();
-  void accumulate_meters(const StepRecord& record, const Tensor& labels);
+  void accumulate_meters(PendingMeters& step);  // waits for the copies if need be
 
   std::vector<Student>& students_;
   std::vector<std::shared_ptr<nn::Module>> teachers_;
@@ -312,6 +332,9 @@ class Trainer {
   StepRecord step_outputs_;                  // rewritten by each replay of step_graph_
   std::vector<Tensor> before_step_outputs_;  // rewritten by each replay of before_step_graph_
   std::int64_t replayed_ = 0, meta_replayed_ = 0, captures_ = 0;
+  bool deferred_meters_ = false;
+  StreamRef last_main_;                          // the caller's stream in the last step
+  std::optional<PendingMeters> pending_meters_;  // the last step's, with deferred meters
 };
 
 }  // namespace mcd::distill

@@ -357,19 +357,12 @@ Trainer::StepRecord Trainer::device_step(const LabelledBatch& lb, StudentStreams
     teacher = teacher_targets(lb.images);
   }
 
+  if (!policy_->weights_need_student_logits()) return students_independently(lb, lanes, teacher);
+
+  // Weights that read every student's logits (the C-Net on image+students): all forwards, then
+  // the weights and one fused loss for all students, then every backward.
   const auto K = static_cast<std::int64_t>(students_.size());
   const DType dtype = students_.front().model->parameters().front().dtype();
-  const bool weights_first = !policy_->weights_need_student_logits();
-  std::pair<Tensor, Tensor> weights;
-  if (weights_first) {
-    if (!lanes.concurrent()) return students_one_at_a_time(lb, teacher);
-    // Weights that do not read the students (the image C-Net, fixed weights) are made on the
-    // policy's lane, beside the students' forwards.
-    lanes.fork(lanes.policy());
-    const StreamGuard on(lanes.policy());
-    weights = policy_->weights({lb, teacher, {}, K, dtype});
-  }
-
   std::vector<Tensor> logits;
   lanes.fork_students();
   for (std::size_t k = 0; k < students_.size(); ++k) {
@@ -379,11 +372,7 @@ Trainer::StepRecord Trainer::device_step(const LabelledBatch& lb, StudentStreams
   }
   lanes.join(lanes.teacher());
   lanes.join_students();
-  if (weights_first)
-    lanes.join(lanes.policy());
-  else
-    weights = policy_->weights({lb, teacher, logits, K, dtype});
-  const auto& [alpha, beta] = weights;
+  const auto [alpha, beta] = policy_->weights({lb, teacher, logits, K, dtype});
   std::vector<Tensor> detached_logits;
   for (const Tensor& z : logits)
     detached_logits.push_back(z.detach());
@@ -410,20 +399,34 @@ Trainer::StepRecord Trainer::device_step(const LabelledBatch& lb, StudentStreams
           concat(predictions, 0)};
 }
 
-Trainer::StepRecord Trainer::students_one_at_a_time(const LabelledBatch& lb,
+Trainer::StepRecord Trainer::students_independently(const LabelledBatch& lb, StudentStreams& lanes,
                                                     const TeacherTargets& teacher) {
   // Each student's loss and gradient depend only on its own logits, the teachers' targets and
-  // its weights, so this gives the numbers of the joint pass, with one student's graph alive
-  // at a time.
+  // its weights, so every student runs its whole step (forward, loss, backward, SGD) alone and
+  // this gives the numbers of the joint pass. On one stream one student's graph is alive at a
+  // time; on lanes no student waits for another, so the smaller ones finish and give back their
+  // memory while the larger ones still run. The weights (the image C-Net, fixed weights) are
+  // made on the policy's lane beside the students' forwards.
   const auto K = static_cast<std::int64_t>(students_.size());
   const DType dtype = students_.front().model->parameters().front().dtype();
-  const auto [alpha, beta] = policy_->weights({lb, teacher, {}, K, dtype});
+  std::pair<Tensor, Tensor> weights;
+  lanes.fork(lanes.policy());
+  {
+    const StreamGuard on(lanes.policy());
+    weights = policy_->weights({lb, teacher, {}, K, dtype});
+  }
+  const auto& [alpha, beta] = weights;
   std::vector<Tensor> losses, ces, kls, predictions;
+  lanes.fork_students();
   for (std::int64_t k = 0; k < K; ++k) {
+    const StreamRef lane = lanes.student(static_cast<std::size_t>(k));
+    const StreamGuard on(lane);
     Student& s = students_[static_cast<std::size_t>(k)];
     s.model->train();
     const Tensor z = (*s.model)(lb.images);
     const Tensor zd = z.detach();
+    stream_wait(lane, lanes.teacher());  // the teachers' targets
+    stream_wait(lane, lanes.policy());   // the weights
     const FusedLossOutput out = fused_distill_loss(
         {zd}, teacher, lb.labels, alpha.slice(0, k, k + 1), beta.slice(0, k, k + 1));
     s.optimizer->zero_grad();
@@ -434,6 +437,9 @@ Trainer::StepRecord Trainer::students_one_at_a_time(const LabelledBatch& lb,
     ces.push_back(out.ce.reshape({-1}));
     kls.push_back(out.kl.reshape({-1}));
   }
+  lanes.join(lanes.teacher());
+  lanes.join(lanes.policy());
+  lanes.join_students();
   NoGradGuard no_grad;
   return {concat({concat(losses, 0), concat(ces, 0), concat(kls, 0), alpha.reshape({-1}),
                   beta.reshape({-1})},

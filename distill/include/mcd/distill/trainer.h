@@ -111,9 +111,10 @@ class WeightingPolicy {
   virtual bool before_step_replayable() const { return false; }
   // Whether weights() reads the students' logits. When it does not, the weights are made before
   // the students run and read only the batch and the teachers' host fields (guides, tau), not
-  // their targets: with the students on one stream the trainer then runs them one at a time
-  // (forward, loss, backward, step), so that one student's activations are alive at a time;
-  // with a stream per student the weights are made on a lane of their own beside them.
+  // their targets, and each student then runs its whole step (forward, loss, backward, step)
+  // alone: on one stream one at a time, so that one student's activations are alive at a time;
+  // with a stream per student side by side, none waiting for another, and the weights on a
+  // lane of their own beside them.
   virtual bool weights_need_student_logits() const { return false; }
   // alpha and beta (K, B), detached, on the batch's device.
   virtual std::pair<Tensor, Tensor> weights(const WeightInputs& in) = 0;
@@ -220,7 +221,9 @@ class Trainer {
           std::unique_ptr<WeightingPolicy> policy, double tau);
 
   // One iteration on `batch`: teacher logits once, the policy's meta step if due, every
-  // student's forward, the fused loss for all students, backward and SGD step per student.
+  // student's forward, the fused loss, backward and SGD step per student (the fused loss for
+  // all students in one launch when the weights read every student's logits, one per student
+  // otherwise).
   // On a device with streams the teachers and each student run on lanes of their own
   // (student_streams.h), joined back to the caller's stream before step returns.
   void step(const data::Batch& batch);
@@ -301,7 +304,9 @@ class Trainer {
   // The step; `teacher`, when given, holds the teachers' targets for the batch already made.
   StepRecord device_step(const LabelledBatch& batch, StudentStreams& lanes,
                          const TeacherTargets* teacher);
-  StepRecord students_one_at_a_time(const LabelledBatch& batch, const TeacherTargets& teacher);
+  // The step when the weights need no student logits: every student's whole step on its lane.
+  StepRecord students_independently(const LabelledBatch& batch, StudentStreams& lanes,
+                                    const TeacherTargets& teacher);
   // The policy's device work before the step, after the teachers' targets (left in `teacher`).
   std::vector<Tensor> before_step_on_device(const LabelledBatch& batch, StudentStreams& lanes,
                                             TeacherTargets& teacher);

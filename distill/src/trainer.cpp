@@ -404,9 +404,9 @@ Trainer::StepRecord Trainer::students_independently(const LabelledBatch& lb, Stu
   // Each student's loss and gradient depend only on its own logits, the teachers' targets and
   // its weights, so every student runs its whole step (forward, loss, backward, SGD) alone and
   // this gives the numbers of the joint pass. On one stream one student's graph is alive at a
-  // time; on lanes no student waits for another, so the smaller ones finish and give back their
-  // memory while the larger ones still run. The weights (the image C-Net, fixed weights) are
-  // made on the policy's lane beside the students' forwards.
+  // time; on lanes no student waits for another (none waits for the slowest forward before its
+  // backward). The weights (the image C-Net, fixed weights) are made on the policy's lane beside
+  // the students' forwards.
   const auto K = static_cast<std::int64_t>(students_.size());
   const DType dtype = students_.front().model->parameters().front().dtype();
   std::pair<Tensor, Tensor> weights;

@@ -3,7 +3,9 @@
 // leave most of a GPU idle, run side by side (and beside the teachers and the C-Net). A step forks
 // work from the caller's stream ("main") onto these lanes and joins it back (Trainer::step says
 // where); on the CPU, or with concurrency off, every lane is the main stream and forks and joins do
-// nothing, so results never depend on the setting.
+// nothing, so results never depend on the setting. Every lane's work in a step starts with a fork
+// from main, and the step ends with every lane joined: so a tensor made on one lane, read on
+// another and freed after the joins is never reused by its lane before the reader is done.
 #pragma once
 #include <cstddef>
 #include <memory>

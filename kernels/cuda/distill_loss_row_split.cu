@@ -307,6 +307,25 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks<T>)
 #endif
 }
 
+// A launch of `blocks` blocks (a multiple of p.cluster) in clusters of p.cluster, with the plan's
+// shared memory; `attr` holds the cluster dimension and must outlive the returned config.
+cudaLaunchConfig_t cluster_launch(const Plan& p, std::int64_t blocks, cudaStream_t stream,
+                                  cudaLaunchAttribute& attr) {
+  attr = {};
+  attr.id = cudaLaunchAttributeClusterDimension;
+  attr.val.clusterDim.x = static_cast<unsigned>(p.cluster);
+  attr.val.clusterDim.y = 1;
+  attr.val.clusterDim.z = 1;
+  cudaLaunchConfig_t config = {};
+  config.gridDim = dim3(static_cast<unsigned>(blocks));
+  config.blockDim = dim3(kThreads);
+  config.dynamicSmemBytes = p.smem;
+  config.stream = stream;
+  config.attrs = &attr;
+  config.numAttrs = 1;
+  return config;
+}
+
 // Whether the GPU can run a cluster of `p.cluster` blocks of `kernel` at all: the blocks of a
 // cluster must be resident together on one GPC, which a partitioned GPU (MIG) or a smaller part
 // may not offer for eight blocks of this shared memory. Asked once per kernel, device and plan
@@ -318,22 +337,9 @@ bool cluster_fits(const void* kernel, const Plan& p) {
   const auto key = std::make_tuple(kernel, device, p.cluster, p.smem);
   std::lock_guard<std::mutex> lock(mutex);
   if (auto it = known.find(key); it != known.end()) return it->second;
-  MCD_CUDA_REQUIRE(cluster_fits(reinterpret_cast<const void*>(kernel), p),
-                   "distill_loss (CUDA): this GPU cannot co-schedule a cluster of " +
-                       std::to_string(p.cluster) + " row_split blocks with " +
-                       std::to_string(p.smem) + " bytes of shared memory each");
   allow_dynamic_shared_memory(kernel, p.smem);
-  cudaLaunchAttribute attr[1] = {};
-  attr[0].id = cudaLaunchAttributeClusterDimension;
-  attr[0].val.clusterDim.x = static_cast<unsigned>(p.cluster);
-  attr[0].val.clusterDim.y = 1;
-  attr[0].val.clusterDim.z = 1;
-  cudaLaunchConfig_t config = {};
-  config.gridDim = dim3(static_cast<unsigned>(p.cluster));
-  config.blockDim = dim3(kThreads);
-  config.dynamicSmemBytes = p.smem;
-  config.attrs = attr;
-  config.numAttrs = 1;
+  cudaLaunchAttribute attr;
+  const cudaLaunchConfig_t config = cluster_launch(p, p.cluster, nullptr, attr);
   int clusters = 0;
   MCD_CUDA_CHECK(cudaOccupancyMaxActiveClusters(&clusters, kernel, &config));
   return known[key] = clusters > 0;
@@ -394,19 +400,13 @@ void launch_row_split(const LossArgs<T>& a, bool log_of_prob, cudaStream_t strea
     vec = vec && aligned16(a.logits[s]) && aligned16(a.tangents[s]);
   const SplitKernel<T, JVP> kernel =
       vec ? pick<T, JVP, kVec>(log_of_prob) : pick<T, JVP, 1>(log_of_prob);
+  MCD_CUDA_REQUIRE(cluster_fits(reinterpret_cast<const void*>(kernel), p),
+                   "distill_loss (CUDA): this GPU cannot co-schedule a cluster of " +
+                       std::to_string(p.cluster) + " row_split blocks with " +
+                       std::to_string(p.smem) + " bytes of shared memory each");
   allow_dynamic_shared_memory(kernel, p.smem);
-  cudaLaunchAttribute attr[1] = {};
-  attr[0].id = cudaLaunchAttributeClusterDimension;
-  attr[0].val.clusterDim.x = static_cast<unsigned>(p.cluster);
-  attr[0].val.clusterDim.y = 1;
-  attr[0].val.clusterDim.z = 1;
-  cudaLaunchConfig_t config = {};
-  config.gridDim = dim3(static_cast<unsigned>(blocks));
-  config.blockDim = dim3(kThreads);
-  config.dynamicSmemBytes = p.smem;
-  config.stream = stream;
-  config.attrs = attr;
-  config.numAttrs = 1;
+  cudaLaunchAttribute attr;
+  const cudaLaunchConfig_t config = cluster_launch(p, blocks, stream, attr);
   MCD_CUDA_CHECK(cudaLaunchKernelEx(&config, kernel, a, p.slice));
 }
 

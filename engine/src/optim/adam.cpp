@@ -69,25 +69,6 @@ void validate(const AdamOptions& o, const std::string& where, const StateReader*
         "finite, >= 0");
 }
 
-// A copy on t's device.
-Tensor copy_of(const Tensor& t) {
-  if (!t.defined()) return t;
-  if (!t.device().is_cpu()) return t.detach().clone();
-  Tensor out = Tensor::empty(t.shape(), t.dtype());
-  out.copy_(t);
-  return out;
-}
-
-// A copy on the host (state dicts are host tensors).
-Tensor host_copy_of(const Tensor& t) {
-  if (!t.defined() || t.device().is_cpu()) return copy_of(t);
-  return t.detach().to(Device::cpu());
-}
-
-std::string state_key(std::size_t i, const char* name) {
-  return "state." + std::to_string(i) + "." + name;
-}
-
 }  // namespace
 
 Adam::Adam(std::vector<Tensor> params, AdamOptions options)

@@ -71,6 +71,23 @@ void Optimizer::write_common_state(StateDict& s) const {
       Tensor::from_vector<std::int64_t>({static_cast<std::int64_t>(params_.size())}, Shape{});
 }
 
+Tensor Optimizer::copy_of(const Tensor& t) {
+  if (!t.defined()) return t;
+  if (!t.device().is_cpu()) return t.detach().clone();
+  Tensor out = Tensor::empty(t.shape(), t.dtype());
+  out.copy_(t);
+  return out;
+}
+
+Tensor Optimizer::host_copy_of(const Tensor& t) {
+  if (!t.defined() || t.device().is_cpu()) return copy_of(t);
+  return t.detach().to(Device::cpu());
+}
+
+std::string Optimizer::state_key(std::size_t i, const char* name) {
+  return "state." + std::to_string(i) + "." + name;
+}
+
 // ---- StateReader
 
 StateReader::StateReader(const StateDict& s, std::string source)

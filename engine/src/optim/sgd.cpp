@@ -117,21 +117,6 @@ void validate(const SgdOptions& o, const std::string& where, const StateReader* 
                                 o.momentum, o.dampening));
 }
 
-// A copy on t's device.
-Tensor copy_of(const Tensor& t) {
-  if (!t.defined()) return t;
-  if (!t.device().is_cpu()) return t.detach().clone();
-  Tensor out = Tensor::empty(t.shape(), t.dtype());
-  out.copy_(t);
-  return out;
-}
-
-// A copy on the host (state dicts are host tensors).
-Tensor host_copy_of(const Tensor& t) {
-  if (!t.defined() || t.device().is_cpu()) return copy_of(t);
-  return t.detach().to(Device::cpu());
-}
-
 SgdDeviceStep device_step(const SgdOptions& o, double lr, bool has_buffer) {
   SgdDeviceStep s;
   s.lr = lr;
@@ -259,8 +244,7 @@ StateDict Sgd::state_dict() const {
   s["weight_decay"] = Tensor::scalar(options_.weight_decay, DType::Float64);
   s["nesterov"] = Tensor::from_vector<std::int64_t>({options_.nesterov ? 1 : 0}, Shape{});
   for (std::size_t i = 0; i < params_.size(); ++i)
-    if (buffers_[i].defined())
-      s["state." + std::to_string(i) + ".momentum_buffer"] = host_copy_of(buffers_[i]);
+    if (buffers_[i].defined()) s[state_key(i, "momentum_buffer")] = host_copy_of(buffers_[i]);
   return s;
 }
 

@@ -46,6 +46,12 @@ class Optimizer {
   Tensor contiguous_grad(std::size_t i) const;
   // Writes "lr" and "num_params" into s.
   void write_common_state(StateDict& s) const;
+  // A copy of t (undefined stays undefined) on t's device, or on the host: state dicts hold
+  // host copies, so later steps never change a returned dict.
+  static Tensor copy_of(const Tensor& t);
+  static Tensor host_copy_of(const Tensor& t);
+  // "state.<i>.<name>", the key of parameter i's buffer or counter `name`.
+  static std::string state_key(std::size_t i, const char* name);
 
   std::vector<Tensor> params_;
   double lr_ = 0.0;

@@ -289,6 +289,34 @@ void Trainer::step(const data::Batch& batch) {
   const StreamRef main = current_stream(device);
   if (last_main_.device == device && !(last_main_ == main)) stream_wait(main, last_main_);
   last_main_ = main;
+  StepRecord record;
+  try {
+    record = queue_step(batch, device);
+  } catch (...) {
+    // A step that failed part-way may have left lanes forked, with queued work that reads memory
+    // the unwinding has just given back to its stream's cache: main waits for every lane before
+    // anything is queued on it again (a lane's next work starts with a fork from main).
+    if (streams_) {
+      try {
+        streams_->join_all();
+      } catch (...) {  // a broken device: the first error is the one to report
+      }
+    }
+    throw;
+  }
+  // The step's meters start for the host now; with deferred meters the previous step's are
+  // added only now, after this step was queued, so the device never waits for the host.
+  PendingMeters pending{HostCopy(record.values), HostCopy(record.predictions),
+                        HostCopy(batch.labels)};
+  flush_meters();
+  if (deferred_meters_)
+    pending_meters_ = std::move(pending);
+  else
+    accumulate_meters(pending);
+  ++iteration_;
+}
+
+Trainer::StepRecord Trainer::queue_step(const data::Batch& batch, Device device) {
   LabelledBatch on_device;
   auto device_batch = [&]() -> const LabelledBatch& {
     if (!on_device.images.defined())
@@ -313,16 +341,7 @@ void Trainer::step(const data::Batch& batch) {
   StepRecord record;
   if (!step_by_graph(batch, streams_for(device), record))
     record = device_step(device_batch(), streams_for(device), have_teacher ? &teacher : nullptr);
-  // The step's meters start for the host now; with deferred meters the previous step's are
-  // added only now, after this step was queued, so the device never waits for the host.
-  PendingMeters pending{HostCopy(record.values), HostCopy(record.predictions),
-                        HostCopy(batch.labels)};
-  flush_meters();
-  if (deferred_meters_)
-    pending_meters_ = std::move(pending);
-  else
-    accumulate_meters(pending);
-  ++iteration_;
+  return record;
 }
 
 void Trainer::flush_meters() {

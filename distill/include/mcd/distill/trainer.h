@@ -298,6 +298,8 @@ class Trainer {
     bool failed = false;
   };
 
+  // Queues the iteration's device work (the policy's work before the step, then the step).
+  StepRecord queue_step(const data::Batch& batch, Device device);
   TeacherTargets teacher_targets(const Tensor& images);
   StudentStreams& streams_for(Device device);
   std::vector<StreamRef> student_lanes(const StudentStreams& lanes) const;

@@ -117,6 +117,11 @@ if grep -q "^tests 77 " "$logs/steps.txt" && [ "${MCD_CHECK_WITHOUT_GPU:-0}" != 
   summarize
   exit 3
 fi
+# The same tests with every block the caching allocator hands out filled with NaN first
+# (MCD_POISON_ALLOCATIONS=1): a kernel that reads memory it never wrote, or a stream that still
+# reads a block after it went to a new owner, then fails a comparison instead of passing on
+# stale values (in a replayed graph, the previous replay's).
+step tests_poisoned "${MCD_T_TESTS_POISONED:-150}" env MCD_POISON_ALLOCATIONS=1 "$tests"
 # The MC-Distil iteration of the reference configuration (teacher resnet10, students xxxs..m,
 # C-Net resnet10_s, batch 400, 3x32x32, 100 classes, L = 20): ours, then the peer written as
 # the released code does it. Each prints one JSON line first.

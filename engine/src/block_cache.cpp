@@ -57,6 +57,7 @@ struct BlockCache::State {
   std::vector<std::pair<EventId, Block*>> pending;
   BlockCacheStats stats;
   PoolId active_pool = 0;  // where allocations come from now
+  bool poison_allocations = false;
 
   FreeSet& pool(const Block* b) { return b->small ? small_free : large_free; }
 
@@ -220,6 +221,7 @@ void* BlockCache::allocate(std::size_t nbytes, StreamId stream) {
   }
 
   b->requested = nbytes;
+  if (s.poison_allocations) s.backend.poison(reinterpret_cast<void*>(b->addr), b->size, stream);
   s.live.emplace(b->addr, b);
   s.stats.allocated_bytes += static_cast<std::int64_t>(size);
   s.stats.requested_bytes += static_cast<std::int64_t>(nbytes);
@@ -264,6 +266,11 @@ void BlockCache::record_stream(void* ptr, StreamId stream) {
 void BlockCache::empty_cache() {
   std::lock_guard lock(state_->mutex);
   state_->synchronize_and_release();
+}
+
+void BlockCache::set_poison_allocations(bool on) {
+  std::lock_guard lock(state_->mutex);
+  state_->poison_allocations = on;
 }
 
 void BlockCache::begin_private_pool(PoolId pool) {

@@ -3,8 +3,10 @@
 #include <mcd/kernels/cuda/caching_allocator.h>
 
 #include <cstdio>
+#include <cstdlib>
 #include <memory>
 #include <mutex>
+#include <string>
 #include <unordered_map>
 #include <utility>
 #include <vector>
@@ -66,6 +68,11 @@ struct DeviceAllocator::Backend final : BlockCacheBackend {
     DeviceGuard guard(device);
     MCD_CUDA_CHECK(cudaDeviceSynchronize());
   }
+  // All bits set: a NaN in float32 and float64, -1 in the integer types.
+  void poison(void* ptr, std::size_t nbytes, StreamId stream) override {
+    DeviceGuard guard(device);
+    MCD_CUDA_CHECK(cudaMemsetAsync(ptr, 0xFF, nbytes, reinterpret_cast<cudaStream_t>(stream)));
+  }
 
   int device;
   EventId last_id = 0;
@@ -86,7 +93,12 @@ DeviceAllocator& DeviceAllocator::for_device(int device) {
 }
 
 DeviceAllocator::DeviceAllocator(int device)
-    : device_(device), backend_(new Backend(device)), cache_(new BlockCache(*backend_)) {}
+    : device_(device), backend_(new Backend(device)), cache_(new BlockCache(*backend_)) {
+  // MCD_POISON_ALLOCATIONS=1: every block handed out reads NaN until written
+  // (BlockCache::set_poison_allocations).
+  const char* poison = std::getenv("MCD_POISON_ALLOCATIONS");
+  if (poison != nullptr && std::string(poison) == "1") cache_->set_poison_allocations(true);
+}
 
 void* DeviceAllocator::allocate(std::size_t nbytes, cudaStream_t stream) {
   return cache_->allocate(nbytes, reinterpret_cast<StreamId>(stream));
@@ -98,6 +110,10 @@ void DeviceAllocator::free(void* ptr) {
 
 void DeviceAllocator::record_stream(void* ptr, cudaStream_t stream) {
   cache_->record_stream(ptr, reinterpret_cast<StreamId>(stream));
+}
+
+void DeviceAllocator::set_poison_allocations(bool on) {
+  cache_->set_poison_allocations(on);
 }
 
 void DeviceAllocator::empty_cache() {

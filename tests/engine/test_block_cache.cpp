@@ -59,6 +59,9 @@ class FakeDevice final : public mcd::BlockCacheBackend {
       ev.done = true;
     if (on_finish) on_finish(0, true);
   }
+  void poison(void* ptr, std::size_t nbytes, StreamId stream) override {
+    poisoned.push_back({reinterpret_cast<std::uintptr_t>(ptr), nbytes, stream});
+  }
   // Stream `s` has run everything queued so far.
   void finish(StreamId s) {
     for (auto& [id, ev] : events)
@@ -70,6 +73,12 @@ class FakeDevice final : public mcd::BlockCacheBackend {
     StreamId stream;
     bool done;
   };
+  struct Poisoned {
+    std::uintptr_t addr;
+    std::size_t size;
+    StreamId stream;
+  };
+  std::vector<Poisoned> poisoned;                  // every poison() call, in order
   std::map<std::uintptr_t, std::size_t> segments;  // live segments: address -> size
   std::map<EventId, Event> events;
   std::function<void(std::uintptr_t, std::size_t)> on_release;
@@ -165,6 +174,46 @@ TEST_CASE("BlockCache: a block used by another stream waits for that stream", "[
   CHECK(dev.events.empty());
   cache.free(b);
   cache.free(c);
+  cache.empty_cache();
+  CHECK(dev.segments.empty());
+}
+
+TEST_CASE("BlockCache: poisoned allocations, whole blocks on the allocating stream",
+          "[block_cache]") {
+  FakeDevice dev;
+  BlockCache cache(dev);
+  void* off = cache.allocate(1000, 1);
+  cache.free(off);
+  CHECK(dev.poisoned.empty());  // off by default
+
+  cache.set_poison_allocations(true);
+  void* a = cache.allocate(1000, 3);  // a new segment
+  void* large = cache.allocate(3 * kMiB, 5);
+  cache.free(a);
+  void* again = cache.allocate(1000, 3);  // from the cache
+  REQUIRE(dev.poisoned.size() == 3);
+  CHECK(dev.poisoned[0].addr == reinterpret_cast<std::uintptr_t>(a));
+  CHECK(dev.poisoned[0].size == BlockCache::round_size(1000));  // the whole block
+  CHECK(dev.poisoned[0].stream == 3);                           // on the allocating stream
+  CHECK(dev.poisoned[1].addr == reinterpret_cast<std::uintptr_t>(large));
+  CHECK(dev.poisoned[1].size == 4 * kMiB);  // its segment, unsplit: 3 MiB rounded to 2 MiB
+  CHECK(dev.poisoned[1].stream == 5);
+  CHECK(dev.poisoned[2].addr == reinterpret_cast<std::uintptr_t>(again));
+  // In a graph's window too: the fill is captured with the graph and runs at every replay.
+  cache.begin_private_pool(7);
+  void* in_pool = cache.allocate(1000, 4);
+  cache.end_private_pool();
+  REQUIRE(dev.poisoned.size() == 4);
+  CHECK(dev.poisoned[3].addr == reinterpret_cast<std::uintptr_t>(in_pool));
+  CHECK(dev.poisoned[3].stream == 4);
+  cache.free(in_pool);
+  cache.free(again);
+  cache.free(large);
+  cache.release_private_pool(7);
+  cache.set_poison_allocations(false);
+  void* quiet = cache.allocate(1000, 3);
+  CHECK(dev.poisoned.size() == 4);
+  cache.free(quiet);
   cache.empty_cache();
   CHECK(dev.segments.empty());
 }

@@ -30,6 +30,10 @@ class BlockCacheBackend {
   virtual void release_event(EventId event) = 0;
   // Waits until all work on every stream has run (every recorded event is then done).
   virtual void synchronize() = 0;
+  // Overwrites nbytes at ptr with a recognisable pattern, in the order of `stream` (queued
+  // after the work queued there so far; captured like any work while `stream` is capturing).
+  // Only with BlockCache::set_poison_allocations.
+  virtual void poison(void* ptr, std::size_t nbytes, StreamId stream) {}
 };
 
 struct BlockCacheStats {
@@ -82,6 +86,12 @@ class BlockCache {
   // Marks a live block as used by `stream` as well as by the stream it was allocated on.
   void record_stream(void* ptr, StreamId stream);
   void empty_cache();
+  // A debugging aid (off by default): every block handed out from then on is first filled with
+  // the backend's pattern (BlockCacheBackend::poison; NaN in floating point) on the allocating
+  // stream. Code that reads memory it never wrote, or that reads a block on another stream after
+  // it went to a new owner, then sees the pattern instead of stale values that often look right
+  // (in a replayed graph, the previous replay's). Correct code never reads the pattern.
+  void set_poison_allocations(bool on);
 
   // Allocations from now on come from private pool `pool` (non-zero), until end_private_pool.
   // Windows do not nest; a pool may have several windows.

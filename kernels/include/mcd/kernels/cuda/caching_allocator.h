@@ -24,6 +24,10 @@ class DeviceAllocator {
   void record_stream(void* ptr, cudaStream_t stream);
   // Synchronizes the device and returns every unused segment to the driver.
   void empty_cache();
+  // Every block handed out is first filled with all bits set on the allocating stream (NaN in
+  // floating point; BlockCache::set_poison_allocations): a debugging aid, also turned on by
+  // MCD_POISON_ALLOCATIONS=1.
+  void set_poison_allocations(bool on);
   // Private pools for CUDA graphs (BlockCache): allocations between begin and end come from
   // `pool`, whose memory nothing else gets until release_private_pool.
   void begin_private_pool(PoolId pool);

@@ -1,6 +1,7 @@
 // Host caching allocator: exact-size free lists (sizes rounded to 64 bytes, 64-byte aligned
 // blocks), guarded by one mutex. Blocks above the cache budget go back to the system.
 #include <cstdlib>
+#include <cstring>
 #include <mutex>
 #include <new>
 #include <unordered_map>
@@ -35,6 +36,17 @@ HostCache& cache() {
   return *instance;
 }
 
+// MCD_POISON_ALLOCATIONS=1 (read once): every block handed out is filled with all bits set
+// first (NaN in floating point), as the device allocator does, so that a kernel reading memory
+// it never wrote fails its checks instead of passing on stale values.
+bool poison_allocations() {
+  static const bool on = [] {
+    const char* v = std::getenv("MCD_POISON_ALLOCATIONS");
+    return v != nullptr && v[0] == '1' && v[1] == '\0';
+  }();
+  return on;
+}
+
 std::size_t rounded(std::size_t nbytes) {
   return nbytes == 0 ? kAlignment : (nbytes + kAlignment - 1) / kAlignment * kAlignment;
 }
@@ -55,6 +67,7 @@ void* host_allocate(std::size_t nbytes) {
       void* p = it->second.back();
       it->second.pop_back();
       c.cached_bytes -= static_cast<std::int64_t>(size);
+      if (poison_allocations()) std::memset(p, 0xFF, size);
       return p;
     }
     c.stats.reserved_bytes += static_cast<std::int64_t>(size);
@@ -70,6 +83,7 @@ void* host_allocate(std::size_t nbytes) {
     p = std::aligned_alloc(kAlignment, size);
     if (p == nullptr) throw std::bad_alloc();
   }
+  if (poison_allocations()) std::memset(p, 0xFF, size);
   return p;
 }
 

@@ -7,7 +7,8 @@
 // device also two meta intervals queued back to back from host batches, the app's way.
 // The peer is benchmarks/torch_mcdistil_peer.py with the same arguments. --schedules times the
 // trainer's schedules in one run: lanes+graphs (each student on a stream of its own, repeated
-// steps replayed as CUDA graphs: the default), lanes, graphs, serial (one stream, no graphs);
+// steps replayed as CUDA graphs: the default), lanes, graphs, serial (one stream, no graphs),
+// lanes2+graphs (the students on two streams balanced by size);
 // the first one listed gives the top-level numbers.
 // Runs on the CPU or, with --device cuda, on GPU 0. Output: one JSON object, then a table.
 #include <algorithm>
@@ -54,6 +55,7 @@ struct Options {
   mcd::Device device;
   bool concurrent = true;  // students on streams of their own (Trainer::set_concurrent_students)
   bool graphs = true;      // repeated steps replayed as graphs (Trainer::set_graphs)
+  std::size_t shared_lanes = 0;  // Trainer::set_shared_student_streams
 };
 
 // Waits for the device's queued work, so that host clocks time the whole step.
@@ -180,6 +182,7 @@ Timings run(const Options& o, bool mcdistil, const mcd::data::Dataset& data) {
   mcd::distill::Trainer trainer(students, teacher, std::move(policy), o.tau);
   trainer.set_concurrent_students(o.concurrent);
   trainer.set_graphs(o.graphs);
+  trainer.set_shared_student_streams(o.shared_lanes);
   mcd::data::BatchIterator train(data, iota(n), lo);
   auto next_batch = [&] {
     mcd::data::Batch b;
@@ -265,9 +268,10 @@ int main(int argc, char** argv) {
   std::string device = "cpu";
   std::vector<std::string> schedules = {"lanes+graphs"};
   app.add_option("--schedules", schedules,
-                 "trainer schedules to time in this run: lanes+graphs, lanes, graphs, serial (the "
-                 "first gives the top-level numbers)")
-      ->check(CLI::IsMember({"lanes+graphs", "lanes", "graphs", "serial"}))
+                 "trainer schedules to time in this run: lanes+graphs, lanes, graphs, serial, "
+                 "lanes2+graphs (the students on two streams, the teacher and the C-Net on the "
+                 "lighter one) (the first gives the top-level numbers)")
+      ->check(CLI::IsMember({"lanes+graphs", "lanes", "graphs", "serial", "lanes2+graphs"}))
       ->capture_default_str();
   bool tf32 = false;
   app.add_flag("--tf32", tf32, "CUDA: TF32 tensor-core math in float32 GEMMs and convolutions");
@@ -300,8 +304,10 @@ int main(int argc, char** argv) {
   };
   auto time_schedule = [&](const std::string& schedule) {
     Options so = o;
-    so.concurrent = schedule == "lanes+graphs" || schedule == "lanes";
-    so.graphs = schedule == "lanes+graphs" || schedule == "graphs";
+    so.concurrent =
+        schedule == "lanes+graphs" || schedule == "lanes" || schedule == "lanes2+graphs";
+    so.graphs = schedule == "lanes+graphs" || schedule == "graphs" || schedule == "lanes2+graphs";
+    so.shared_lanes = schedule == "lanes2+graphs" ? 2 : 0;
     Result r;
     r.kd = run(so, false, data);
     r.mc = run(so, true, data);

@@ -270,6 +270,7 @@ int run_pipeline(const Config& c, const PipelineOptions& o, const std::atomic<bo
   DataSplits d = make_splits(c, dataset);
   d.device = resolve_device(c.run.device);
   d.student_streams = c.run.student_streams;
+  d.shared_student_streams = static_cast<std::size_t>(c.run.shared_student_streams);
   d.graphs = c.run.cuda_graphs;
 
   RunDirectory run(c.run.dir.empty() ? default_run_dir(c) : c.run.dir);

@@ -216,6 +216,7 @@ StageResult run_stage(const StageSpec& spec, const DataSplits& d,
   }
   distill::Trainer trainer(students, std::move(teachers), make_policy(), tau);
   trainer.set_concurrent_students(d.student_streams);
+  trainer.set_shared_student_streams(d.shared_student_streams);
   trainer.set_graphs(d.graphs);
   // The host queues the next step before it reads a step's meters (the progress bar shows them
   // one step late); the epoch's report and the checkpoints flush them first.

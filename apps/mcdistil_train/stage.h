@@ -38,7 +38,8 @@ struct DataSplits {
   std::int64_t loader_threads = 0;
   Device device;  // where every model trains (batches are built on the host and moved there)
   bool student_streams = true;  // each student on a stream of its own, where the device has them
-  bool graphs = true;           // repeated steps replayed as CUDA graphs, where the device has them
+  std::size_t shared_student_streams = 0;  // Trainer::set_shared_student_streams
+  bool graphs = true;  // repeated steps replayed as CUDA graphs, where the device has them
 };
 
 struct StageSpec {

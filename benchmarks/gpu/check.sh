@@ -137,11 +137,12 @@ first_line_to() {
   return $rc
 }
 export -f first_line_to  # step runs it under timeout, in a child bash
-# Four schedules in the same run: students on streams of their own with repeated steps replayed
-# as CUDA graphs (the default, first: the top-level numbers), lanes alone, graphs alone, and
-# one stream without graphs.
+# Five schedules in the same run: students on streams of their own with repeated steps replayed
+# as CUDA graphs (the default, first: the top-level numbers), lanes alone, graphs alone, one
+# stream without graphs, and the students on two streams with graphs (the memory middle way).
 step mcdistil_ours "${MCD_T_MCD:-150}" bash -c 'first_line_to "$@"' _ "$logs/mcdistil_ours.json" \
-  "$dist/bin/bench_mcdistil_step" --device cuda --schedules lanes+graphs lanes graphs serial
+  "$dist/bin/bench_mcdistil_step" --device cuda --schedules lanes+graphs lanes graphs serial \
+  lanes2+graphs
 # The peer in IEEE float32 as ours (PyTorch's default lets cuDNN use TF32), on the GPU (never a
 # silent fall back to the CPU).
 step mcdistil_torch "${MCD_T_MCD_TORCH:-120}" bash -c 'first_line_to "$@"' _ \

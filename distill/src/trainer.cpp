@@ -13,6 +13,7 @@
 #include <mcd/engine/ops/reduce.h>
 #include <mcd/engine/ops/shape_ops.h>
 #include <mcd/engine/stream.h>
+#include <mcd/models/model_stats.h>
 
 namespace mcd::distill {
 
@@ -265,9 +266,15 @@ TeacherTargets Trainer::teacher_targets(const Tensor& images) {
 }
 
 StudentStreams& Trainer::streams_for(Device device) {
-  if (!streams_ || streams_->device() != device || lanes_requested_ != concurrent_) {
-    streams_ = std::make_unique<StudentStreams>(device, students_.size(), concurrent_);
-    lanes_requested_ = concurrent_;
+  const std::pair<bool, std::size_t> wanted{concurrent_, shared_lanes_};
+  if (!streams_ || streams_->device() != device || lanes_requested_ != wanted) {
+    // Students sharing lanes are balanced by their parameter counts, a proxy for their cost.
+    std::vector<double> costs;
+    for (const Student& s : students_)
+      costs.push_back(static_cast<double>(nn::count_parameters(*s.model)));
+    streams_ = std::make_unique<StudentStreams>(device, students_.size(), concurrent_,
+                                                shared_lanes_, costs);
+    lanes_requested_ = wanted;
   }
   streams_->begin_step();
   return *streams_;
@@ -472,6 +479,7 @@ Trainer::GraphKey Trainer::graph_key(const data::Batch& batch) const {
     key.values.push_back(static_cast<double>(d));
   key.values.push_back(static_cast<double>(batch.labels.numel()));
   key.values.push_back(concurrent_ ? 1.0 : 0.0);
+  key.values.push_back(static_cast<double>(shared_lanes_));
   // Momentum buffers come into being in a trainer's first step, which always runs eagerly, so
   // a graph always sees them (state loaded after a capture: reset_graphs).
   for (const Student& s : students_)

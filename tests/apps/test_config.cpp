@@ -27,7 +27,7 @@ using mcd::app::load_config;
 
 namespace {
 
-constexpr std::size_t kKeyCount = 55;
+constexpr std::size_t kKeyCount = 56;
 
 fs::path scratch_dir() {
   static const fs::path dir = [] {
@@ -85,6 +85,8 @@ TEST_CASE("config: no file and no overrides give the documented defaults", "[con
   CHECK(c.run.dir.empty());
   CHECK(c.run.seed == 0);
   CHECK(c.run.threads == 0);
+  CHECK(c.run.student_streams);
+  CHECK(c.run.shared_student_streams == 0);
   CHECK(c.run.progress);
   CHECK(c.run.methods == std::vector<std::string>{"ce", "kd", "mcdistil"});
 
@@ -341,6 +343,9 @@ TEST_CASE("config: out-of-range values", "[config]") {
              Equals("command line: students.weight_decay: expected a number >= 0, got -0.0001"));
   CHECK_THAT(cli_error("cnet.lr=0"),
              Equals("command line: cnet.lr: expected a positive number, got 0"));
+  CHECK_THAT(cli_error("run.shared_student_streams=-1"),
+             Equals("command line: run.shared_student_streams: expected an integer >= 0, got -1"));
+  CHECK(load_config("", {"run.shared_student_streams=2"}).run.shared_student_streams == 2);
   CHECK_THAT(cli_error("teacher.arch="),
              Equals("command line: teacher.arch: expected a non-empty string, got \"\""));
   // Zero is allowed where it means "all" or "none".

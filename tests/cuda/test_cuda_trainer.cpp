@@ -14,6 +14,8 @@
 // order are both exercised; the graph schedules must really replay. Checked:
 // every student parameter, momentum buffer and BatchNorm statistic, the C-Net's parameters
 // and the epoch meters (the graph runs with deferred meters, read a step late, as the app does).
+// Also with the three students on two streams, two of them sharing one with the teacher and the
+// C-Net (Trainer::set_shared_student_streams).
 // The reference (one stream) is itself checked against the CPU by the
 // MC-Distil iteration test. Then DGKD with two guides (their mixture made on the device), its
 // step captured and replayed on lanes against one stream without graphs; and a meta step every
@@ -123,7 +125,9 @@ data::Batch next_batch(data::BatchIterator& batches) {
   return b;
 }
 
-Run train(const data::Dataset& data, nn::CNetInput input, bool concurrent, bool graphs) {
+// `shared_lanes`: Trainer::set_shared_student_streams (0: a stream per student).
+Run train(const data::Dataset& data, nn::CNetInput input, bool concurrent, bool graphs,
+          std::size_t shared_lanes = 0) {
   Generator gen(3);
   auto teacher = nn::make_model("resnet10_xs", kModels, gen);
   teacher->to(Device::cuda());
@@ -141,6 +145,7 @@ Run train(const data::Dataset& data, nn::CNetInput input, bool concurrent, bool 
         4.0);
     mcdistil.set_concurrent_students(concurrent);
     mcdistil.set_graphs(graphs);
+    mcdistil.set_shared_student_streams(shared_lanes);
     // The graph runs read their meters a step late, as the app does.
     mcdistil.set_deferred_meters(graphs);
     for (int i = 0; i < 7; ++i)
@@ -153,6 +158,7 @@ Run train(const data::Dataset& data, nn::CNetInput input, bool concurrent, bool 
   distill::Trainer kd(r.students, teacher, distill::kd_weighting(0.5), 4.0);
   kd.set_concurrent_students(concurrent);
   kd.set_graphs(graphs);
+  kd.set_shared_student_streams(shared_lanes);
   kd.set_deferred_meters(graphs);
   for (int i = 0; i < 3; ++i)
     kd.step(next());
@@ -275,6 +281,12 @@ TEST_CASE("CUDA trainer: lanes and graphs match one stream without graphs", "[cu
     CHECK(both.replayed == 8);
     CHECK(both.meta_replayed == 2);
     require_same_state(both, serial);
+    // Three students on two streams (two sharing one, with the teacher and the C-Net).
+    const Run shared = train(data, input, true, true, 2);
+    CHECK(shared.captured == 3);
+    CHECK(shared.replayed == 8);
+    CHECK(shared.meta_replayed == 2);
+    require_same_state(shared, serial);
   }
   kcu::set_conv_deterministic(false);
 }

@@ -179,6 +179,50 @@ TEST_CASE("student lanes fork from and join to the step's main stream", "[distil
   CHECK(fake.backend.lent.empty());  // every lane went back to the pool
 }
 
+TEST_CASE("students balanced over fewer lanes: largest first, to the least loaded",
+          "[distill][stream]") {
+  // The reference students' step peaks (MB), as a cost: the largest alone on one lane.
+  CHECK(distill::balance_lanes({622, 144, 239, 283, 313}, 2) ==
+        std::vector<std::size_t>{0, 0, 1, 1, 1});
+  CHECK(distill::balance_lanes({3, 3, 3}, 2) == std::vector<std::size_t>{0, 1, 0});  // ties: lower
+  CHECK(distill::balance_lanes({1, 2}, 1) == std::vector<std::size_t>{0, 0});
+  CHECK(distill::balance_lanes({}, 3).empty());
+  CHECK_THROWS_WITH(distill::balance_lanes({1}, 0), Contains("no lanes"));
+
+  FakeStreamsScope fake;
+  const Device d = Device::cuda(0);
+  SECTION("three students on two lanes; the teachers and the policy on the lighter one") {
+    distill::StudentStreams lanes(d, 3, true, 2, {1.0, 5.0, 2.0});
+    REQUIRE(lanes.concurrent());
+    const StreamRef heavy = lanes.student(1), light = lanes.student(0);
+    CHECK(heavy != light);
+    CHECK(lanes.student(2) == light);
+    CHECK(lanes.teacher() == light);
+    CHECK(lanes.policy() == light);
+    CHECK(light != lanes.main());
+    CHECK(heavy != lanes.main());
+    fake.backend.log.clear();
+    lanes.fork_students();  // each lane once, in the order of the students using them
+    lanes.join_students();
+    CHECK(fake.backend.log ==
+          std::vector<std::string>{fmt::format("dev0: {} waits 1", light.handle),
+                                   fmt::format("dev0: {} waits 1", heavy.handle),
+                                   fmt::format("dev0: 1 waits {}", light.handle),
+                                   fmt::format("dev0: 1 waits {}", heavy.handle)});
+  }
+  SECTION("as many lanes as students or more: a lane each, as by default") {
+    distill::StudentStreams lanes(d, 2, true, 2, {1.0, 1.0});
+    std::set<std::uintptr_t> handles = {lanes.main().handle, lanes.teacher().handle,
+                                        lanes.policy().handle, lanes.student(0).handle,
+                                        lanes.student(1).handle};
+    CHECK(handles.size() == 5);
+  }
+  SECTION("the costs must come with the students") {
+    CHECK_THROWS_WITH(distill::StudentStreams(d, 3, true, 2, {1.0}), Contains("1 costs"));
+  }
+  CHECK(fake.backend.lent.empty());
+}
+
 TEST_CASE("a backend without streams gives no lanes", "[distill][stream]") {
   FakeStreamsScope fake(/*streams=*/false);
   distill::StudentStreams lanes(Device::cuda(0), 4, true);

@@ -15,11 +15,20 @@
 
 namespace mcd::distill {
 
+// Which of `lanes` lanes each of the students runs on: the largest cost first, each to the
+// least loaded lane (ties: the lower lane), so that the lanes finish at about the same time.
+std::vector<std::size_t> balance_lanes(const std::vector<double>& costs, std::size_t lanes);
+
 class StudentStreams {
  public:
   // Lanes on `device` for `students` students; none when `concurrent` is false or the device
-  // has no streams.
-  StudentStreams(Device device, std::size_t students, bool concurrent);
+  // has no streams. `shared_lanes` = 0 gives every student a lane of its own, and the teachers
+  // and the policy one each. 1 <= shared_lanes < students puts the students on that many lanes
+  // (balance_lanes over `costs`, one per student), and the teachers and the policy on the least
+  // loaded one: students sharing a lane run one after another and reuse each other's memory
+  // (a device's caching allocator keeps memory per stream).
+  StudentStreams(Device device, std::size_t students, bool concurrent, std::size_t shared_lanes = 0,
+                 const std::vector<double>& costs = {});
 
   // Takes the calling thread's current stream on the device as this step's main stream.
   void begin_step();
@@ -27,25 +36,27 @@ class StudentStreams {
   Device device() const { return device_; }
   bool concurrent() const { return !lanes_.empty(); }
   StreamRef main() const { return main_; }
-  StreamRef teacher() const { return lanes_.empty() ? main_ : lanes_[0]->ref(); }
-  StreamRef student(std::size_t k) const {
-    return lanes_.empty() ? main_ : lanes_.at(k + 1)->ref();
-  }
-  StreamRef policy() const { return lanes_.empty() ? main_ : lanes_.back()->ref(); }
+  StreamRef teacher() const { return lane(teacher_lane_); }
+  StreamRef student(std::size_t k) const { return lane(student_lane_.at(k)); }
+  StreamRef policy() const { return lane(policy_lane_); }
   // `lane` runs what is queued on it from now on after what main has queued so far.
   void fork(StreamRef lane) const { stream_wait(lane, main_); }
   // Main runs what is queued on it from now on after what `lane` has queued so far.
   void join(StreamRef lane) const { stream_wait(main_, lane); }
+  // Every lane a student runs on, once each.
   void fork_students() const;
   void join_students() const;
   // Joins every lane (after a failure part-way through a step, so that none is left forked).
   void join_all() const;
 
  private:
+  StreamRef lane(std::size_t i) const { return lanes_.empty() ? main_ : lanes_[i]->ref(); }
+
   Device device_;
-  std::size_t students_;
-  // The teachers', one per student, the policy's.
   std::vector<std::unique_ptr<PooledStream>> lanes_;
+  std::vector<std::size_t> student_lane_;       // index into lanes_ per student
+  std::vector<std::size_t> distinct_students_;  // the students' lanes, once each
+  std::size_t teacher_lane_ = 0, policy_lane_ = 0;
   StreamRef main_;
 };
 

@@ -232,6 +232,13 @@ class Trainer {
   // results are the same either way; only the overlap on a GPU differs.
   void set_concurrent_students(bool on) { concurrent_ = on; }
   bool concurrent_students() const { return concurrent_; }
+  // With concurrent students: 0 (the default) gives every student a stream of its own, and the
+  // teachers and the weights one each; 1 <= n < K puts the students on n streams, balanced by
+  // parameter count, with the teachers and the weights on the least loaded one. Students that
+  // share a stream run one after another and reuse each other's memory (a device's caching
+  // allocator keeps memory per stream), so fewer streams cost less memory and less overlap.
+  void set_shared_student_streams(std::size_t n) { shared_lanes_ = n; }
+  std::size_t shared_student_streams() const { return shared_lanes_; }
   // On a device with graphs (CUDA), steps that repeat the same work are captured once as a
   // graph and replayed with one launch (the default), and so is the policy's work before the
   // step (the meta step), as a second graph. Work with a new batch shape or new learning rates
@@ -332,7 +339,8 @@ class Trainer {
   double tau_;
   std::int64_t iteration_ = 0;
   bool concurrent_ = true;
-  bool lanes_requested_ = false;             // concurrent_ when streams_ was made
+  std::size_t shared_lanes_ = 0;
+  std::pair<bool, std::size_t> lanes_requested_{false, 0};  // when streams_ was made
   std::unique_ptr<StudentStreams> streams_;  // made on the first step, on the students' device
   bool graphs_ = true;
   GraphSlot step_graph_, before_step_graph_;

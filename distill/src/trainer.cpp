@@ -442,12 +442,24 @@ Trainer::StepRecord Trainer::students_independently(const LabelledBatch& lb, Stu
     weights = policy_->weights({lb, teacher, {}, K, dtype});
   }
   const auto& [alpha, beta] = weights;
-  std::vector<Tensor> losses, ces, kls, predictions;
+  const auto n = static_cast<std::size_t>(K);
+  std::vector<Tensor> losses(n), ces(n), kls(n), predictions(n);
+  // A wait on a lane covers everything queued there so far: students that share the teachers'
+  // or the weights' lane (set_shared_student_streams) are queued last, so that the others wait
+  // for the targets and the weights only, not for those students' steps too.
+  std::vector<std::size_t> order, shared_last;
+  for (std::size_t k = 0; k < n; ++k) {
+    const StreamRef lane = lanes.student(k);
+    const bool shares = lanes.concurrent() && (lane == lanes.teacher() || lane == lanes.policy());
+    (shares ? shared_last : order).push_back(k);
+  }
+  order.insert(order.end(), shared_last.begin(), shared_last.end());
   lanes.fork_students();
-  for (std::int64_t k = 0; k < K; ++k) {
-    const StreamRef lane = lanes.student(static_cast<std::size_t>(k));
+  for (const std::size_t sk : order) {
+    const auto k = static_cast<std::int64_t>(sk);
+    const StreamRef lane = lanes.student(sk);
     const StreamGuard on(lane);
-    Student& s = students_[static_cast<std::size_t>(k)];
+    Student& s = students_[sk];
     s.model->train();
     const Tensor z = (*s.model)(lb.images);
     const Tensor zd = z.detach();
@@ -458,10 +470,10 @@ Trainer::StepRecord Trainer::students_independently(const LabelledBatch& lb, Stu
     s.optimizer->zero_grad();
     backward({z}, {out.grad_logits.squeeze(0)});
     s.optimizer->step();
-    predictions.push_back(argmax(zd, 1));
-    losses.push_back(out.loss.reshape({-1}));
-    ces.push_back(out.ce.reshape({-1}));
-    kls.push_back(out.kl.reshape({-1}));
+    predictions[sk] = argmax(zd, 1);
+    losses[sk] = out.loss.reshape({-1});
+    ces[sk] = out.ce.reshape({-1});
+    kls[sk] = out.kl.reshape({-1});
   }
   lanes.join(lanes.teacher());
   lanes.join(lanes.policy());

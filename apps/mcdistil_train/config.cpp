@@ -134,10 +134,10 @@ std::vector<KeySpec> make_key_table() {
               "cuda: run the teacher and each student on a stream of their own, side by side "
               "(same results; false: everything on one stream)"),
       MCD_KEY("run", "shared_student_streams", run.shared_student_streams, at_least(0.0),
-              "cuda, with student_streams: 0 gives each student a stream of its own; n >= 1 "
-              "puts the students on n streams, balanced by size, with the teacher and the C-Net "
-              "on the lightest (students sharing a stream share its memory: less memory, less "
-              "overlap)"),
+              "cuda, with student_streams: 0 gives each student a stream of its own (so does any "
+              "n >= the number of students); 1 <= n < students puts the students on n streams, "
+              "balanced by size, with the teacher and the C-Net on the lightest (students "
+              "sharing a stream share its memory: less memory, less overlap)"),
       MCD_KEY("run", "cuda_graphs", run.cuda_graphs, any_value(),
               "cuda: capture a repeated training step, and the repeated meta step, once as CUDA "
               "graphs and replay each with one launch (same results; the first of each kind, and "

@@ -27,7 +27,7 @@ struct RunConfig {
   bool progress = true;
   std::string device = "cpu";   // cpu | cuda (falls back to the CPU when no device is usable)
   bool student_streams = true;  // cuda: each student on a stream of its own
-  // cuda, with student_streams: 0, a stream per student; n >= 1, the students on n streams
+  // cuda, with student_streams: 0 (or n >= K), a stream per student; 1 <= n < K, n streams
   std::int64_t shared_student_streams = 0;
   bool cuda_graphs = true;  // cuda: repeated steps captured once and replayed as a graph
   // Run in this order, each from the same warm-started students.

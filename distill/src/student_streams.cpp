@@ -2,6 +2,8 @@
 #include <mcd/distill/student_streams.h>
 
 #include <algorithm>
+#include <cmath>
+#include <utility>
 
 #include <mcd/engine/error.h>
 
@@ -9,18 +11,22 @@ namespace mcd::distill {
 
 std::vector<std::size_t> balance_lanes(const std::vector<double>& costs, std::size_t lanes) {
   MCD_CHECK(lanes >= 1, "balance_lanes: no lanes for {} students", costs.size());
+  for (double c : costs)
+    MCD_CHECK(std::isfinite(c) && c >= 0, "balance_lanes: a cost of {} (expected finite, >= 0)", c);
   std::vector<std::size_t> order(costs.size());
   for (std::size_t k = 0; k < order.size(); ++k)
     order[k] = k;
   std::stable_sort(order.begin(), order.end(),
                    [&](std::size_t a, std::size_t b) { return costs[a] > costs[b]; });
-  std::vector<double> load(lanes, 0.0);
+  // The least loaded lane; among equal loads the one with fewest students, then the lowest.
+  std::vector<std::pair<double, std::size_t>> load(lanes, {0.0, 0});
   std::vector<std::size_t> lane_of(costs.size(), 0);
   for (std::size_t k : order) {
     const auto least =
         static_cast<std::size_t>(std::min_element(load.begin(), load.end()) - load.begin());
     lane_of[k] = least;
-    load[least] += costs[k];
+    load[least].first += costs[k];
+    load[least].second += 1;
   }
   return lane_of;
 }
@@ -59,6 +65,17 @@ StudentStreams::StudentStreams(Device device, std::size_t students, bool concurr
     if (std::find(distinct_students_.begin(), distinct_students_.end(), l) ==
         distinct_students_.end())
       distinct_students_.push_back(l);
+}
+
+std::vector<std::size_t> StudentStreams::queue_order() const {
+  std::vector<std::size_t> order, shared_last;
+  for (std::size_t k = 0; k < student_lane_.size(); ++k) {
+    const bool shares =
+        concurrent() && (student_lane_[k] == teacher_lane_ || student_lane_[k] == policy_lane_);
+    (shares ? shared_last : order).push_back(k);
+  }
+  order.insert(order.end(), shared_last.begin(), shared_last.end());
+  return order;
 }
 
 void StudentStreams::begin_step() {

@@ -444,18 +444,10 @@ Trainer::StepRecord Trainer::students_independently(const LabelledBatch& lb, Stu
   const auto& [alpha, beta] = weights;
   const auto n = static_cast<std::size_t>(K);
   std::vector<Tensor> losses(n), ces(n), kls(n), predictions(n);
-  // A wait on a lane covers everything queued there so far: students that share the teachers'
-  // or the weights' lane (set_shared_student_streams) are queued last, so that the others wait
-  // for the targets and the weights only, not for those students' steps too.
-  std::vector<std::size_t> order, shared_last;
-  for (std::size_t k = 0; k < n; ++k) {
-    const StreamRef lane = lanes.student(k);
-    const bool shares = lanes.concurrent() && (lane == lanes.teacher() || lane == lanes.policy());
-    (shares ? shared_last : order).push_back(k);
-  }
-  order.insert(order.end(), shared_last.begin(), shared_last.end());
+  // Students sharing the teachers' or the weights' lane (set_shared_student_streams) last, so
+  // that the other lanes wait for the targets and the weights only.
   lanes.fork_students();
-  for (const std::size_t sk : order) {
+  for (const std::size_t sk : lanes.queue_order()) {
     const auto k = static_cast<std::int64_t>(sk);
     const StreamRef lane = lanes.student(sk);
     const StreamGuard on(lane);

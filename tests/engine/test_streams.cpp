@@ -185,6 +185,9 @@ TEST_CASE("students balanced over fewer lanes: largest first, to the least loade
   CHECK(distill::balance_lanes({622, 144, 239, 283, 313}, 2) ==
         std::vector<std::size_t>{0, 0, 1, 1, 1});
   CHECK(distill::balance_lanes({3, 3, 3}, 2) == std::vector<std::size_t>{0, 1, 0});  // ties: lower
+  // Equal loads: the lane with fewer students first, so zero costs still spread.
+  CHECK(distill::balance_lanes({0, 0, 0}, 2) == std::vector<std::size_t>{0, 1, 0});
+  CHECK_THROWS_WITH(distill::balance_lanes({1, -1}, 2), Contains("a cost of -1"));
   CHECK(distill::balance_lanes({1, 2}, 1) == std::vector<std::size_t>{0, 0});
   CHECK(distill::balance_lanes({}, 3).empty());
   CHECK_THROWS_WITH(distill::balance_lanes({1}, 0), Contains("no lanes"));
@@ -201,6 +204,8 @@ TEST_CASE("students balanced over fewer lanes: largest first, to the least loade
     CHECK(lanes.policy() == light);
     CHECK(light != lanes.main());
     CHECK(heavy != lanes.main());
+    // Queued first: the student whose lane holds neither the teachers nor the policy.
+    CHECK(lanes.queue_order() == std::vector<std::size_t>{1, 0, 2});
     fake.backend.log.clear();
     lanes.fork_students();  // each lane once, in the order of the students using them
     lanes.join_students();
@@ -212,6 +217,7 @@ TEST_CASE("students balanced over fewer lanes: largest first, to the least loade
   }
   SECTION("as many lanes as students or more: a lane each, as by default") {
     distill::StudentStreams lanes(d, 2, true, 2, {1.0, 1.0});
+    CHECK(lanes.queue_order() == std::vector<std::size_t>{0, 1});
     std::set<std::uintptr_t> handles = {lanes.main().handle, lanes.teacher().handle,
                                         lanes.policy().handle, lanes.student(0).handle,
                                         lanes.student(1).handle};

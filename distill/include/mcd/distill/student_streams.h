@@ -43,6 +43,10 @@ class StudentStreams {
   void fork(StreamRef lane) const { stream_wait(lane, main_); }
   // Main runs what is queued on it from now on after what `lane` has queued so far.
   void join(StreamRef lane) const { stream_wait(main_, lane); }
+  // The students in the order to queue their work: those on the teachers' or the policy's lane
+  // last (a wait on a lane covers everything queued there so far, so the other lanes then wait
+  // for the targets and the weights only), otherwise by index.
+  std::vector<std::size_t> queue_order() const;
   // Every lane a student runs on, once each.
   void fork_students() const;
   void join_students() const;

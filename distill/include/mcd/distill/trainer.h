@@ -233,10 +233,10 @@ class Trainer {
   void set_concurrent_students(bool on) { concurrent_ = on; }
   bool concurrent_students() const { return concurrent_; }
   // With concurrent students: 0 (the default) gives every student a stream of its own, and the
-  // teachers and the weights one each; 1 <= n < K puts the students on n streams, balanced by
-  // parameter count, with the teachers and the weights on the least loaded one. Students that
-  // share a stream run one after another and reuse each other's memory (a device's caching
-  // allocator keeps memory per stream), so fewer streams cost less memory and less overlap.
+  // teachers and the weights one each (so does n >= K); 1 <= n < K puts the students on n
+  // streams, balanced by parameter count, with the teachers and the weights on the least loaded
+  // one. Students that share a stream run one after another and reuse each other's memory (a
+  // device's caching allocator keeps memory per stream): less memory, less overlap.
   void set_shared_student_streams(std::size_t n) { shared_lanes_ = n; }
   std::size_t shared_student_streams() const { return shared_lanes_; }
   // On a device with graphs (CUDA), steps that repeat the same work are captured once as a

@@ -36,6 +36,7 @@
 #include <mcd/models/registry.h>
 
 #include "cuda/test_cuda_nn_parity.h"
+#include "support/random_dataset.h"
 
 using namespace mcd;
 namespace kcu = mcd::kernels::cuda;
@@ -45,18 +46,9 @@ namespace {
 constexpr std::int64_t kClasses = 10, kSize = 16, kBatch = 24, kImages = 96;
 
 data::Dataset synthetic_images() {
-  data::Dataset d;
-  d.name = "synthetic";
-  d.channels = 3;
-  d.height = d.width = kSize;
-  d.num_classes = kClasses;
-  Generator gen(5);
-  d.pixels.resize(static_cast<std::size_t>(kImages * d.image_numel()));
-  for (auto& p : d.pixels)
-    p = static_cast<std::uint8_t>(gen.below(256));
-  for (std::int64_t i = 0; i < kImages; ++i)
-    d.labels.push_back(static_cast<std::int64_t>(gen.below(kClasses)));
-  return d;
+  return mcd::testing::random_dataset(
+      kImages, 3, kSize, kSize, kClasses, 5,
+      [](std::int64_t, Generator& gen) { return static_cast<std::int64_t>(gen.below(kClasses)); });
 }
 
 std::vector<std::int64_t> first(std::int64_t n) {

@@ -9,6 +9,7 @@
 #include <mcd/data/augment.h>
 #include <mcd/data/loader.h>
 #include <mcd/engine/generator.h>
+#include "support/random_dataset.h"
 #include "support/test_files.h"
 
 using namespace mcd::data;
@@ -17,19 +18,8 @@ namespace {
 
 Dataset random_dataset(std::int64_t n, std::int64_t c, std::int64_t h, std::int64_t w,
                        std::uint64_t seed) {
-  Dataset d;
-  d.name = "synthetic";
-  d.channels = c;
-  d.height = h;
-  d.width = w;
-  d.num_classes = 3;
-  mcd::Generator gen(seed);
-  d.pixels.resize(static_cast<std::size_t>(n * d.image_numel()));
-  for (auto& p : d.pixels)
-    p = static_cast<std::uint8_t>(gen.below(256));
-  for (std::int64_t i = 0; i < n; ++i)
-    d.labels.push_back(i % 3);
-  return d;
+  return mcd::testing::random_dataset(n, c, h, w, 3, seed,
+                                      [](std::int64_t i, mcd::Generator&) { return i % 3; });
 }
 
 using mcd::testing::iota;

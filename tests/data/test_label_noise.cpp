@@ -12,6 +12,8 @@
 #include <mcd/engine/generator.h>
 #include <mcd/engine/safetensors.h>
 
+#include "support/random_dataset.h"
+
 using namespace mcd::data;
 
 namespace {
@@ -24,16 +26,8 @@ std::vector<std::int64_t> balanced_labels(std::int64_t n, std::int64_t k) {
 }
 
 Dataset random_dataset(std::int64_t n, std::int64_t k, std::uint64_t pixel_seed) {
-  Dataset d;
-  d.name = "synthetic";
-  d.channels = 1;
-  d.height = 4;
-  d.width = 4;
-  d.num_classes = k;
-  mcd::Generator gen(pixel_seed);
-  d.pixels.resize(static_cast<std::size_t>(n * d.image_numel()));
-  for (auto& p : d.pixels)
-    p = static_cast<std::uint8_t>(gen.below(256));
+  Dataset d = mcd::testing::random_dataset(n, 1, 4, 4, k, pixel_seed,
+                                           [](std::int64_t, mcd::Generator&) { return 0; });
   d.labels = balanced_labels(n, k);
   return d;
 }

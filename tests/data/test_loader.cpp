@@ -8,6 +8,7 @@
 
 #include <mcd/data/loader.h>
 #include <mcd/engine/generator.h>
+#include "support/random_dataset.h"
 #include "support/test_files.h"
 
 using namespace mcd::data;
@@ -17,19 +18,8 @@ using mcd::Shape;
 namespace {
 
 Dataset make_dataset(std::int64_t n) {
-  Dataset d;
-  d.name = "synthetic";
-  d.channels = 2;
-  d.height = 3;
-  d.width = 4;
-  d.num_classes = 5;
-  mcd::Generator gen(42);
-  d.pixels.resize(static_cast<std::size_t>(n * d.image_numel()));
-  for (auto& p : d.pixels)
-    p = static_cast<std::uint8_t>(gen.below(256));
-  for (std::int64_t i = 0; i < n; ++i)
-    d.labels.push_back((i * 7) % 5);
-  return d;
+  return mcd::testing::random_dataset(n, 2, 3, 4, 5, 42,
+                                      [](std::int64_t i, mcd::Generator&) { return (i * 7) % 5; });
 }
 
 using mcd::testing::iota;

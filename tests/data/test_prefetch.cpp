@@ -7,6 +7,7 @@
 #include <mcd/data/augment.h>
 #include <mcd/data/prefetch_loader.h>
 #include <mcd/engine/generator.h>
+#include "support/random_dataset.h"
 #include "support/test_files.h"
 
 using namespace mcd::data;
@@ -14,19 +15,8 @@ using namespace mcd::data;
 namespace {
 
 Dataset random_dataset(std::int64_t n, std::int64_t c, std::int64_t h, std::int64_t w) {
-  Dataset d;
-  d.name = "synthetic";
-  d.channels = c;
-  d.height = h;
-  d.width = w;
-  d.num_classes = 4;
-  mcd::Generator gen(77);
-  d.pixels.resize(static_cast<std::size_t>(n * d.image_numel()));
-  for (auto& p : d.pixels)
-    p = static_cast<std::uint8_t>(gen.below(256));
-  for (std::int64_t i = 0; i < n; ++i)
-    d.labels.push_back((i * 3) % 4);
-  return d;
+  return mcd::testing::random_dataset(n, c, h, w, 4, 77,
+                                      [](std::int64_t i, mcd::Generator&) { return (i * 3) % 4; });
 }
 
 using mcd::testing::iota;

@@ -14,22 +14,17 @@
 #include <mcd/engine/ops/softmax.h>
 #include <mcd/models/registry.h>
 
+#include "support/random_dataset.h"
+
 using namespace mcd;
 
 TEST_CASE("evaluate over batches gives the numbers of one pass over the subset",
           "[distill][classification]") {
   Generator gen(5);
-  data::Dataset d;
-  d.name = "synthetic";
-  d.channels = 1;
-  d.height = d.width = 8;
-  d.num_classes = 4;
   const std::int64_t n = 23;
-  d.pixels.resize(static_cast<std::size_t>(n * d.image_numel()));
-  for (auto& p : d.pixels)
-    p = static_cast<std::uint8_t>(gen.below(256));
-  for (std::int64_t i = 0; i < n; ++i)
-    d.labels.push_back(static_cast<std::int64_t>(gen.below(4)));
+  const data::Dataset d = testing::random_dataset(n, 1, 8, 8, 4, 5, [](std::int64_t, Generator& g) {
+    return static_cast<std::int64_t>(g.below(4));
+  });
   const data::Normalization norm{{127.5f}, {64.0f}};
   // Every other image, out of order: 12 of them, in batches of 5, 5 and 2.
   std::vector<std::int64_t> subset;

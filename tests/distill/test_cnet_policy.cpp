@@ -15,6 +15,8 @@
 #include <mcd/models/cnet.h>
 #include <mcd/models/registry.h>
 
+#include "support/random_dataset.h"
+
 using namespace mcd;
 
 namespace {
@@ -22,18 +24,8 @@ namespace {
 constexpr std::int64_t kClasses = 4, kSize = 8;
 
 data::Dataset tiny_images(std::int64_t n) {
-  data::Dataset d;
-  d.name = "tiny";
-  d.channels = 1;
-  d.height = d.width = kSize;
-  d.num_classes = kClasses;
-  Generator gen(2);
-  d.pixels.resize(static_cast<std::size_t>(n * d.image_numel()));
-  for (auto& p : d.pixels)
-    p = static_cast<std::uint8_t>(gen.below(256));
-  for (std::int64_t i = 0; i < n; ++i)
-    d.labels.push_back(i % kClasses);
-  return d;
+  return testing::random_dataset(n, 1, kSize, kSize, kClasses, 2,
+                                 [](std::int64_t i, Generator&) { return i % kClasses; });
 }
 
 std::vector<std::int64_t> iota(std::int64_t n) {

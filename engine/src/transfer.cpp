@@ -57,12 +57,7 @@ HostCopy::HostCopy(const Tensor& t) {
                  .start_copy_to_host(source_.raw_data(), t.device(), byte_size(source_));
 }
 
-HostCopy::HostCopy(HostCopy&& other) noexcept
-    : pending_(std::move(other.pending_)),
-      source_(std::move(other.source_)),
-      shape_(std::move(other.shape_)),
-      dtype_(other.dtype_),
-      host_(std::move(other.host_)) {}
+HostCopy::HostCopy(HostCopy&&) noexcept = default;
 
 HostCopy& HostCopy::operator=(HostCopy&& other) noexcept {
   if (this != &other) {

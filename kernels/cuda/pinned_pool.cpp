@@ -3,6 +3,7 @@
 
 #include <bit>
 #include <utility>
+#include <vector>
 
 namespace mcd::kernels::cuda {
 
@@ -75,6 +76,25 @@ PinnedLease PinnedPool::acquire(std::size_t nbytes) {
 std::size_t PinnedPool::blocks() const {
   std::lock_guard<std::mutex> lock(mutex_);
   return blocks_.size();
+}
+
+std::size_t PinnedPool::reserved_bytes() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  std::size_t total = 0;
+  for (const auto& b : blocks_)
+    total += b->buffer.size();
+  return total;
+}
+
+std::size_t PinnedPool::release_unused() {
+  std::lock_guard<std::mutex> lock(mutex_);
+  std::size_t freed = 0;
+  std::erase_if(blocks_, [&](const std::unique_ptr<PinnedLease::Block>& b) {
+    if (b->lent || (b->last_use != nullptr && !b->last_use->done())) return false;
+    freed += b->buffer.size();
+    return true;
+  });
+  return freed;
 }
 
 void PinnedPool::give_back(PinnedLease::Block* block) {

@@ -71,6 +71,22 @@ TEST_CASE("CUDA copies that do not wait arrive in stream order", "[gpu][runtime]
   for (int i = 0; i < 10; ++i)
     round_trip();
   CHECK(kcu::PinnedPool::instance().blocks() == blocks);
+
+  // Unused blocks go back on request; one lent (a copy still to be read) stays.
+  auto& pool = kcu::PinnedPool::instance();
+  {
+    HostCopy kept(d);  // holds its block until get() has read it
+    const std::size_t reserved = pool.reserved_bytes();
+    CHECK(pool.release_unused() < reserved);
+    CHECK(pool.blocks() == 1);
+    CHECK(pool.reserved_bytes() >= static_cast<std::size_t>(d.numel()) * sizeof(float));
+    CHECK(kept.get().to_doubles() == values.to_doubles());
+  }
+  CHECK(pool.release_unused() > 0);
+  CHECK(pool.blocks() == 0);
+  CHECK(pool.reserved_bytes() == 0);
+  round_trip();  // and come again when needed
+  CHECK(pool.blocks() >= 1);
 }
 
 TEST_CASE("CUDA copies that do not wait are refused inside a graph capture",

@@ -49,8 +49,15 @@ class PinnedPool {
   // A block of at least nbytes (rounded up to a power of two, at least 4 KiB) whose last use
   // has run; a new one when none is free.
   PinnedLease acquire(std::size_t nbytes);
-  // Blocks allocated so far, lent or not (tests: the steady state allocates none).
+  // Blocks held now, lent or not (tests: the steady state allocates none).
   std::size_t blocks() const;
+  // Their page-locked bytes.
+  std::size_t reserved_bytes() const;
+  // Frees every block that is not lent and whose last use has run, and returns the bytes freed.
+  // The pool keeps what it allocates (a training loop asks for the same few sizes every step);
+  // this gives page-locked memory back when the sizes change for good (a new batch size, the end
+  // of training), since page-locked pages cannot be swapped and limit the host's other work.
+  std::size_t release_unused();
 
   PinnedPool() = default;
   PinnedPool(const PinnedPool&) = delete;

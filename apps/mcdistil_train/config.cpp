@@ -46,6 +46,8 @@ struct Check {
   std::vector<std::string_view> choices;  // empty: any string
   bool non_empty = false;
   bool distinct = false;
+  // When set, a string is valid when this accepts it; `choices` then only describe the values.
+  bool (*accepts)(std::string_view) = nullptr;
 };
 
 Check any_value() {
@@ -77,6 +79,21 @@ Check non_empty() {
 Check one_of(std::initializer_list<std::string_view> choices) {
   Check c;
   c.choices = choices;
+  return c;
+}
+// "cpu", "cuda" (GPU 0) or "cuda:N".
+bool is_device_name(std::string_view v) {
+  if (v == "cpu" || v == "cuda") return true;
+  constexpr std::string_view prefix = "cuda:";
+  if (!v.starts_with(prefix)) return false;
+  const std::string_view index = v.substr(prefix.size());
+  return !index.empty() && index.size() <= 4 &&
+         std::all_of(index.begin(), index.end(), [](char ch) { return ch >= '0' && ch <= '9'; });
+}
+Check device_name() {
+  Check c;
+  c.choices = {"cpu", "cuda", "cuda:N"};
+  c.accepts = &is_device_name;
   return c;
 }
 // A non-empty list of distinct strings, each one of `choices` (any string when empty).
@@ -127,9 +144,9 @@ std::vector<KeySpec> make_key_table() {
               "seed for initialisation, the split, shuffling and augmentation"),
       MCD_KEY("run", "threads", run.threads, at_least(0.0), "CPU threads; 0: all cores"),
       MCD_KEY("run", "progress", run.progress, any_value(), "draw the progress bar"),
-      MCD_KEY("run", "device", run.device, one_of({"cpu", "cuda"}),
-              "where to train: cpu, or cuda (GPU 0; the CPU, with a message, when no GPU or no "
-              "CUDA backend is available)"),
+      MCD_KEY("run", "device", run.device, device_name(),
+              "where to train: cpu, or cuda (GPU 0) or cuda:N (GPU N); the CPU, with a message, "
+              "when no GPU or no CUDA backend is available"),
       MCD_KEY("run", "student_streams", run.student_streams, any_value(),
               "cuda: run the teacher and each student on a stream of their own, side by side "
               "(same results; false: everything on one stream)"),
@@ -424,6 +441,10 @@ void check_string(const Source& src, const KeySpec& k, const std::string& v,
                   const std::string& got) {
   const Check& c = k.check;
   if (c.non_empty && v.empty()) fail_expected(src, k, got);
+  if (c.accepts != nullptr) {
+    if (!c.accepts(v)) fail_expected(src, k, got);
+    return;
+  }
   if (!c.choices.empty() && std::find(c.choices.begin(), c.choices.end(), v) == c.choices.end())
     fail_expected(src, k, got);
 }

@@ -72,6 +72,9 @@ BackwardResult run_backward(const std::vector<Tensor>& outputs,
       g = grad_outputs[i];
       MCD_CHECK(g.shape() == out.shape(), "backward: grad_output of shape {} for output {}",
                 shape_str(g.shape()), shape_str(out.shape()));
+      // The rules hand both to one device's kernels, which cannot read another device's memory.
+      MCD_CHECK(g.device() == out.device(), "backward: grad_output on {} for output {} on {}",
+                g.device().str(), i, out.device().str());
     }
     if (out.is_leaf()) {
       auto& acc = r.leaf_grads[out.impl_ptr().get()];

@@ -183,6 +183,8 @@ void Tensor::set_grad(const Tensor& g) {
   MCD_CHECK(g.shape() == shape() && g.dtype() == dtype(),
             "Tensor::set_grad: gradient of shape {} ({}) for a tensor of shape {} ({})",
             shape_str(g.shape()), dtype_name(g.dtype()), shape_str(shape()), dtype_name(dtype()));
+  MCD_CHECK(g.device() == device(), "Tensor::set_grad: gradient on {} for a tensor on {}",
+            g.device().str(), device().str());
   impl().grad = g.impl_ptr();
 }
 
@@ -203,6 +205,8 @@ void Tensor::set_tangent(const Tensor& t) {
   MCD_CHECK(t.shape() == shape() && t.dtype() == dtype(),
             "Tensor::set_tangent: tangent of shape {} ({}) for a primal of shape {} ({})",
             shape_str(t.shape()), dtype_name(t.dtype()), shape_str(shape()), dtype_name(dtype()));
+  MCD_CHECK(t.device() == device(), "Tensor::set_tangent: tangent on {} for a primal on {}",
+            t.device().str(), device().str());
   // A tangent never carries a tangent or history of its own.
   impl().tangent = t.detach().impl_ptr();
 }

@@ -65,7 +65,12 @@ std::uintptr_t handle_of(const Stream& s) {
 }
 
 const Stream& stream_of(std::uintptr_t handle, int device) {
-  return handle == 0 ? default_stream(device) : *reinterpret_cast<const Stream*>(handle);
+  if (handle == 0) return default_stream(device);
+  const Stream& s = *reinterpret_cast<const Stream*>(handle);
+  // Work queued on a stream runs on the stream's device, whatever the caller named.
+  MCD_CHECK(s.device() == device, "CUDA: a stream of device {} was given for device {}", s.device(),
+            device);
+  return s;
 }
 
 // A device-to-host copy into a pinned block, arrived once the block's recorded use has run.
@@ -109,9 +114,17 @@ class CudaDeviceBackend final : public DeviceBackend {
     } else if (src_device.is_cpu()) {
       copy_host_to_device(dst, src, nbytes, cuda::current_stream(dst_device.index));
     } else {
-      // Between devices: queued after the source's pending work, then waited for.
+      // Between devices: queued after the pending work of both sides (dst's block may still be
+      // read by work queued on its device before it was freed and handed out again), then
+      // waited for.
       const Stream& s = cuda::current_stream(src_device.index);
+      const Event dst_ready(dst_device.index);
+      {
+        DeviceGuard on_dst(dst_device.index);
+        dst_ready.record(cuda::current_stream(dst_device.index).get());
+      }
       DeviceGuard guard(src_device.index);
+      MCD_CUDA_CHECK(cudaStreamWaitEvent(s.get(), dst_ready.get(), 0));
       MCD_CUDA_CHECK(
           cudaMemcpyPeerAsync(dst, dst_device.index, src, src_device.index, nbytes, s.get()));
       s.synchronize();

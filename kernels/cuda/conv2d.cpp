@@ -101,10 +101,12 @@ struct Choice {
   std::size_t workspace = 0;
 };
 
-using Key = std::array<std::int64_t, 17>;
+// The device is part of the key: a choice timed on one GPU need not suit (or exist on) another.
+using Key = std::array<std::int64_t, 18>;
 
-Key make_key(const Conv2dGeometry& g, cudnnDataType_t type, Direction dir) {
-  return {g.batch,
+Key make_key(const Conv2dGeometry& g, cudnnDataType_t type, Direction dir, int device) {
+  return {device,
+          g.batch,
           g.in_channels,
           g.in_h,
           g.in_w,
@@ -232,14 +234,14 @@ std::vector<Candidate> candidates(cudnnHandle_t h, const Descriptors& d, Directi
   return {};
 }
 
-// The cached choice for (g, T, dir); chosen on first use. Deterministic algorithms first,
-// in cuDNN's order; an algorithm counts only if its workspace query accepts it with the math
-// type it will run with. Leaves d.conv set to the chosen math type.
+// The cached choice for (g, T, dir) on `device` (the current one); chosen on first use.
+// Deterministic algorithms first, in cuDNN's order; an algorithm counts only if its workspace query
+// accepts it with the math type it will run with. Leaves d.conv set to the chosen math type.
 template <class T>
-Choice choose(cudnnHandle_t h, const Conv2dGeometry& g, Descriptors& d, Direction dir) {
+Choice choose(cudnnHandle_t h, const Conv2dGeometry& g, Descriptors& d, Direction dir, int device) {
   static std::mutex mutex;
   static std::map<Key, Choice> cache;
-  const Key key = make_key(g, data_type<T>(), dir);
+  const Key key = make_key(g, data_type<T>(), dir, device);
   {
     std::lock_guard<std::mutex> lock(mutex);
     auto it = cache.find(key);
@@ -285,7 +287,7 @@ void conv2d_forward_cuda(const Conv2dGeometry& g, const T* x, const T* w, const 
   if (g.batch * g.out_channels * g.out_h * g.out_w == 0) return;
   cudnnHandle_t h = cudnn_handle(device, stream);
   Descriptors d(g, data_type<T>());
-  const Choice c = choose<T>(h, g, d, Direction::Forward);
+  const Choice c = choose<T>(h, g, d, Direction::Forward, device);
   DeviceBuffer workspace(device, c.workspace, stream);
   const Scalars<T> s;
   MCD_CUDA_CHECK(cudnnConvolutionForward(h, &s.one, d.x, x, d.w, w, d.conv,
@@ -300,7 +302,7 @@ void conv2d_backward_input_cuda(const Conv2dGeometry& g, const T* dy, const T* w
   if (g.batch * g.in_channels * g.in_h * g.in_w == 0) return;
   cudnnHandle_t h = cudnn_handle(device, stream);
   Descriptors d(g, data_type<T>());
-  const Choice c = choose<T>(h, g, d, Direction::BackwardData);
+  const Choice c = choose<T>(h, g, d, Direction::BackwardData, device);
   DeviceBuffer workspace(device, c.workspace, stream);
   const Scalars<T> s;
   MCD_CUDA_CHECK(cudnnConvolutionBackwardData(h, &s.one, d.w, w, d.y, dy, d.conv,
@@ -319,7 +321,7 @@ void conv2d_backward_weight_cuda(const Conv2dGeometry& g, const T* x, const T* d
   }
   cudnnHandle_t h = cudnn_handle(device, stream);
   Descriptors d(g, data_type<T>());
-  const Choice c = choose<T>(h, g, d, Direction::BackwardFilter);
+  const Choice c = choose<T>(h, g, d, Direction::BackwardFilter, device);
   DeviceBuffer workspace(device, c.workspace, stream);
   const Scalars<T> s;
   MCD_CUDA_CHECK(cudnnConvolutionBackwardFilter(

@@ -3,12 +3,16 @@
 #include <mcd/kernels/cuda/runtime.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstdio>
 #include <cstring>
 #include <map>
 #include <memory>
 #include <mutex>
 #include <utility>
+
+#include <cuda.h>
+#include <cudaTypedefs.h>
 
 #include <fmt/format.h>
 
@@ -64,7 +68,11 @@ int device_count() {
 }
 
 void check_device(int device) {
-  const int n = device_count();
+  // The count cannot change while the process runs: asked once (the guards below switch devices
+  // often), unless there was none, which a later call reports again.
+  static std::atomic<int> known{0};
+  int n = known.load(std::memory_order_relaxed);
+  if (n == 0) known.store(n = device_count(), std::memory_order_relaxed);
   MCD_CHECK(device >= 0 && device < n, "CUDA device {} does not exist ({} device{} present)",
             device, n, n == 1 ? "" : "s");
 }
@@ -99,12 +107,54 @@ int multiprocessor_count(int device) {
   return n;
 }
 
+namespace {
+
+// Whether `device`'s primary context exists already; true when the driver cannot say. Asked
+// through the driver's entry points, so that the library needs no link to the driver itself.
+bool primary_context_active(int device) {
+  struct Driver {
+    PFN_cuDeviceGet_v2000 device_get = nullptr;
+    PFN_cuDevicePrimaryCtxGetState_v7000 state = nullptr;
+  };
+  static const Driver driver = [] {
+    Driver d;
+    void* get = nullptr;
+    void* state = nullptr;
+    cudaDriverEntryPointQueryResult found{};
+    if (cudaGetDriverEntryPointByVersion("cuDeviceGet", &get, 2000, cudaEnableDefault, &found) ==
+            cudaSuccess &&
+        found == cudaDriverEntryPointSuccess &&
+        cudaGetDriverEntryPointByVersion("cuDevicePrimaryCtxGetState", &state, 7000,
+                                         cudaEnableDefault, &found) == cudaSuccess &&
+        found == cudaDriverEntryPointSuccess) {
+      d.device_get = reinterpret_cast<PFN_cuDeviceGet_v2000>(get);
+      d.state = reinterpret_cast<PFN_cuDevicePrimaryCtxGetState_v7000>(state);
+    }
+    (void)cudaGetLastError();
+    return d;
+  }();
+  if (driver.state == nullptr) return true;
+  CUdevice handle = 0;
+  unsigned int flags = 0;
+  int active = 1;
+  if (driver.device_get(&handle, device) != CUDA_SUCCESS) return true;
+  if (driver.state(handle, &flags, &active) != CUDA_SUCCESS) return true;
+  return active != 0;
+}
+
+}  // namespace
+
 DeviceGuard::DeviceGuard(int device) : previous_(current_device()), changed_(device != previous_) {
   if (changed_) set_device(device);
 }
 
 DeviceGuard::~DeviceGuard() {
-  if (changed_) warn_status(cudaSetDevice(previous_), "cudaSetDevice");
+  // Making a device current creates its context (hundreds of MiB on the GPU) since CUDA 12. A
+  // thread that never used its previous device (device 0 by default, in a process that trains
+  // on device 1) stays on this one rather than waking device 0 up: every call here sets its
+  // device, so nothing depends on which one is current.
+  if (changed_ && primary_context_active(previous_))
+    warn_status(cudaSetDevice(previous_), "cudaSetDevice");
 }
 
 // ---- Stream

@@ -253,6 +253,8 @@ TEST_CASE("config: strings may be bare on the command line", "[config]") {
   CHECK(c.teacher.checkpoint == "/tmp/t.safetensors");
   CHECK(c.cnet.input == "image+students");
   CHECK(c.students.checkpoint_dir == "2024");  // a string key takes the text, not the number
+  CHECK(load_config("", {"run.device=cuda:1"}).run.device == "cuda:1");
+  CHECK(load_config("", {"run.device=cuda"}).run.device == "cuda");
   CHECK(load_config("", {"run.dir=runs/x", "run.dir="}).run.dir.empty());
 }
 
@@ -378,6 +380,10 @@ TEST_CASE("config: bad choices", "[config]") {
              Equals("command line: students.archs: expected a non-empty list of distinct strings, "
                     "got []"));
   CHECK_THAT(cli_error("students.archs="), Contains("expected a non-empty list"));
+  for (const char* bad : {"run.device=gpu", "run.device=cuda:", "run.device=cuda:x",
+                          "run.device=cuda:-1", "run.device=cuda:N", "run.device=cuda1"})
+    CHECK_THAT(cli_error(bad),
+               StartsWith("command line: run.device: expected one of cpu, cuda, cuda:N, got"));
   CHECK_THAT(cli_error(R"(students.archs=["resnet10_s", ""])"), Contains("(an empty name)"));
 }
 

@@ -150,6 +150,31 @@ TEST_CASE("gradients and tangents move with Tensor::to(Device)", "[engine][devic
     CHECK(g == 3.0);
 }
 
+TEST_CASE("gradients and tangents on another device than their tensor are refused",
+          "[engine][device][grad]") {
+  // A rule would hand both to one device's kernels, which cannot read the other's memory.
+  FakeDeviceScope fake(2);
+  const Tensor on_host = Tensor::ones({2, 3});
+  Tensor x = on_host.to(Device::cuda(0)).set_requires_grad(true);
+  const Tensor on_one = on_host.to(Device::cuda(1));
+  CHECK_THROWS_WITH(x.set_grad(on_one), Catch::Contains("set_grad") &&
+                                            Catch::Contains("gradient on cuda:1") &&
+                                            Catch::Contains("tensor on cuda:0"));
+  CHECK_THROWS_WITH(x.set_tangent(on_host), Catch::Contains("set_tangent") &&
+                                                Catch::Contains("tangent on cpu") &&
+                                                Catch::Contains("primal on cuda:0"));
+  CHECK_THROWS_WITH(x.backward(on_one), Catch::Contains("grad_output on cuda:1"));
+  // Through a node (the copy's rule): the output's device counts.
+  const Tensor leaf = Tensor::ones({2, 3}).set_requires_grad(true);
+  const Tensor y = leaf.to(Device::cuda(1));
+  CHECK_THROWS_WITH(y.backward(on_host),
+                    Catch::Contains("grad_output on cpu") && Catch::Contains("output 0 on cuda:1"));
+  CHECK(!leaf.grad().defined());
+  y.backward(on_one);  // the right device: accepted
+  REQUIRE(leaf.grad().defined());
+  CHECK(leaf.grad().to_doubles() == std::vector<double>(6, 1.0));
+}
+
 TEST_CASE("modules move their parameters and buffers to a device and back", "[engine][device]") {
   FakeDeviceScope fake;
   Generator gen(3);

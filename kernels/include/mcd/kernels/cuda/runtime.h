@@ -21,7 +21,8 @@ std::string device_name(int device);
 std::size_t max_shared_memory_per_block(int device);
 int multiprocessor_count(int device);
 
-// Makes `device` current for the guard's lifetime and restores the previous one.
+// Makes `device` current for the guard's lifetime and restores the previous one, unless the
+// previous one has no context yet (restoring would create it: see the destructor).
 class DeviceGuard {
  public:
   explicit DeviceGuard(int device);

@@ -167,6 +167,10 @@ MetaStepResult meta_gradient(const std::vector<StudentRef>& students, nn::CNet& 
   const Tensor alpha = alpha_of(w), beta = beta_of(w);
   FusedLossOutput joint_loss;
   if (joint) joint_loss = fused_distill_loss(detached(logits), teacher, train.labels, alpha, beta);
+  // The two reads of the lanes' logits above are queued on main before the lanes fork again
+  // below; they must stay there. Each logits tensor is dropped inside the loop, and its memory
+  // then goes back to its lane, which may reuse it at once: only main's work queued before the
+  // fork is sure to have read it by then.
 
   MetaStepResult r;
   r.weights = w;
@@ -207,18 +211,22 @@ MetaStepResult meta_gradient(const std::vector<StudentRef>& students, nn::CNet& 
         Tensor(p[i]).add_(opt.lookahead_direction(i, g[i]), -opt.lr());
       }
     }
-    {
+    auto restore_theta = [&] {
+      NoGradGuard no_grad;
+      for (std::size_t i = 0; i < p.size(); ++i)
+        Tensor(p[i]).copy_(saved[i]);
+      buffers[k].restore();
+    };
+    try {
       TrainModeScope mode(model);
       const Tensor m = mean(cross_entropy(model(val.images), val.labels));
       meta_losses[k] = m.detach().reshape({1});  // read after the lanes join: no wait here
       v = grad({m}, p);
+    } catch (...) {
+      restore_theta();  // a failure must not leave the student at theta' (to be trained or saved)
+      throw;
     }
-    {
-      NoGradGuard no_grad;
-      for (std::size_t i = 0; i < p.size(); ++i)
-        Tensor(p[i]).copy_(saved[i]);
-    }
-    buffers[k].restore();
+    restore_theta();
 
     // 3. All B inner products <c v_k, grad_theta ce_ki> and <c v_k, grad_theta kl_ki> by one
     //    forward-mode pass at theta_k, tangent c_i v_i on parameter i.

@@ -406,6 +406,8 @@ Trainer::StepRecord Trainer::device_step(const LabelledBatch& lb, StudentStreams
 
   // Every student's backward and step; the meters' values stay on the device, so a device runs
   // the whole step without waiting for the host in between.
+  // `out` was made on main and is read on every lane: it must outlive join_students() below
+  // (it does, as a local), or main could reuse its memory while a lane still reads it.
   std::vector<Tensor> predictions;
   lanes.fork_students();
   for (std::size_t k = 0; k < students_.size(); ++k) {

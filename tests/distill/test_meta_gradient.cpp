@@ -241,6 +241,18 @@ TEST_CASE("meta-gradient equals finite differences of the lookahead objective", 
   }
 }
 
+TEST_CASE("a meta step that fails part-way leaves the students at theta", "[meta]") {
+  // The lookahead parameters theta' are written into the students themselves for the meta loss;
+  // a failure there (here: a held-out label out of range) must not leave them behind.
+  const Variant v{"failing", 2, nn::CNetInput::Image, nn::CNetHead::Sigmoid, true, false, 0.0};
+  Setup s = make_setup(v, 41);
+  const std::vector<double> before = snapshot(s);
+  s.val.labels = Tensor::from_vector(std::vector<std::int64_t>{0, 1, 4, 2, 3}, {5});
+  CHECK_THROWS_WITH(distill::meta_gradient(s.refs(), *s.cnet, s.train, s.teacher, s.val),
+                    Catch::Contains("4"));
+  CHECK(snapshot(s) == before);
+}
+
 TEST_CASE("the meta step updates the C-Net's BatchNorm statistics as one forward does", "[meta]") {
   // The meta step runs the C-Net twice (without and with a graph) and must leave its running
   // statistics and counters as one training-mode forward on the batch leaves them.

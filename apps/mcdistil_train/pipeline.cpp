@@ -22,6 +22,14 @@
 namespace mcd::app {
 namespace {
 
+// A stage's costs in summary.json (the device's peaks are 0 on the CPU).
+nlohmann::json stage_json(const StageResult& r) {
+  return {{"seconds_per_epoch", r.seconds_per_epoch},
+          {"peak_bytes", r.peak_bytes},
+          {"device_peak_bytes", r.device_peak_bytes},
+          {"device_peak_reserved_bytes", r.device_peak_reserved_bytes}};
+}
+
 std::string default_run_dir(const Config& c) {
   const std::time_t now = std::time(nullptr);
   char stamp[32];
@@ -195,6 +203,9 @@ StageResult run_chain(const MethodContext& x, const std::string& method) {
     chain.best_checkpoints[k] = r.best_checkpoints[0];
     chain.seconds += r.seconds;
     chain.peak_bytes = std::max(chain.peak_bytes, r.peak_bytes);
+    chain.device_peak_bytes = std::max(chain.device_peak_bytes, r.device_peak_bytes);
+    chain.device_peak_reserved_bytes =
+        std::max(chain.device_peak_reserved_bytes, r.device_peak_reserved_bytes);
     guides.push_back(load_model(archs[k], x.train, r.best_checkpoints[0], x.d.device));
   }
   chain.seconds_per_epoch =
@@ -359,11 +370,9 @@ int run_pipeline(const Config& c, const PipelineOptions& o, const std::atomic<bo
       entry["method"] = method;
       summary["models"].push_back(entry);
     }
-    summary["stages"][method] = {{"seconds_per_epoch", r.seconds_per_epoch},
-                                 {"peak_bytes", r.peak_bytes}};
+    summary["stages"][method] = stage_json(r);
   }
-  summary["stages"]["warmstart"] = {{"seconds_per_epoch", warm_result.seconds_per_epoch},
-                                    {"peak_bytes", warm_result.peak_bytes}};
+  summary["stages"]["warmstart"] = stage_json(warm_result);
   run.write_json("summary.json", summary);
   print_table(c, teacher_summary, results);
   fmt::print("summary: {}\n", run.file("summary.json").string());

@@ -10,6 +10,7 @@
 #include <mcd/data/prefetch_loader.h>
 #include <mcd/distill/classification.h>
 #include <mcd/engine/allocator.h>
+#include <mcd/engine/device_backend.h>
 #include <mcd/engine/generator.h>
 #include <mcd/engine/safetensors.h>
 #include <mcd/models/registry.h>
@@ -137,6 +138,8 @@ nlohmann::json result_json(const StageResult& r) {
   j["seconds"] = r.seconds;
   j["seconds_per_epoch"] = r.seconds_per_epoch;
   j["peak_bytes"] = r.peak_bytes;
+  j["device_peak_bytes"] = r.device_peak_bytes;
+  j["device_peak_reserved_bytes"] = r.device_peak_reserved_bytes;
   j["models"] = nlohmann::json::array();
   for (std::size_t k = 0; k < r.models.size(); ++k) {
     const ModelSummary& m = r.models[k];
@@ -157,6 +160,9 @@ StageResult result_from_json(const nlohmann::json& j) {
   r.seconds = j.at("seconds").get<double>();
   r.seconds_per_epoch = j.at("seconds_per_epoch").get<double>();
   r.peak_bytes = j.at("peak_bytes").get<std::int64_t>();
+  // Written since the device's peaks were added; absent from older runs' files.
+  r.device_peak_bytes = j.value("device_peak_bytes", std::int64_t{0});
+  r.device_peak_reserved_bytes = j.value("device_peak_reserved_bytes", std::int64_t{0});
   for (const auto& m : j.at("models")) {
     ModelSummary s{m.at("role").get<std::string>(), m.at("arch").get<std::string>()};
     s.best_val_acc = m.at("best_val_acc").get<double>();
@@ -246,6 +252,7 @@ StageResult run_stage(const StageSpec& spec, const DataSplits& d,
   for (std::size_t i = 0; i < test_indices.size(); ++i)
     test_indices[i] = static_cast<std::int64_t>(i);
   reset_peak_host_memory();
+  if (!d.device.is_cpu()) reset_peak_device_memory(d.device);
   std::int64_t steps_this_process = 0;
   std::string label = spec.name;
   for (; p.epoch < spec.epochs; ++p.epoch) {
@@ -326,6 +333,10 @@ StageResult run_stage(const StageSpec& spec, const DataSplits& d,
       if (!d.device.is_cpu()) {
         rec["graph_replayed_steps"] = trainer.replayed_steps();
         rec["graph_replayed_meta_steps"] = trainer.replayed_meta_steps();
+        // High-water marks since the stage (or this process's part of it) began.
+        const BlockCacheStats mem = device_memory_stats(d.device);
+        rec["device_peak_bytes"] = mem.peak_allocated_bytes;
+        rec["device_peak_reserved_bytes"] = mem.peak_reserved_bytes;
       }
       run.append_metrics(rec);
       status += fmt::format(" {} {:.4f}", spec.archs[k], test.accuracy);
@@ -362,6 +373,11 @@ StageResult run_stage(const StageSpec& spec, const DataSplits& d,
   r.seconds = p.seconds;
   r.seconds_per_epoch = spec.epochs > 0 ? p.seconds / static_cast<double>(spec.epochs) : 0.0;
   r.peak_bytes = host_memory_stats().peak_allocated_bytes;
+  if (!d.device.is_cpu()) {
+    const BlockCacheStats device = device_memory_stats(d.device);
+    r.device_peak_bytes = device.peak_allocated_bytes;
+    r.device_peak_reserved_bytes = device.peak_reserved_bytes;
+  }
   run.write_json(done_name, result_json(r));
   return r;
 }

@@ -60,6 +60,10 @@ struct StageResult {
   double seconds = 0.0;                       // wall time of the training epochs
   double seconds_per_epoch = 0.0;
   std::int64_t peak_bytes = 0;  // host memory high-water mark in this stage
+  // On a GPU, its memory's high-water marks in this stage (0 on the CPU): held by tensors, and
+  // reserved from the driver (held, cached by the caching allocator, kept by captured graphs).
+  std::int64_t device_peak_bytes = 0;
+  std::int64_t device_peak_reserved_bytes = 0;
 };
 
 struct Interrupted {};

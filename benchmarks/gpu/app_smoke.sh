@@ -60,11 +60,14 @@ result = {"whole_rc": whole_rc, "resumed_rc": resumed_rc,
           "capture_failed": "as a CUDA graph failed" in logs,
           "replayed_steps": replayed("whole", "graph_replayed_steps"),
           "replayed_meta_steps": replayed("whole", "graph_replayed_meta_steps"),
-          "test_acc_whole": a, "test_acc_resumed": b, "largest_difference": worst}
+          "test_acc_whole": a, "test_acc_resumed": b, "largest_difference": worst,
+          "device_peak_reserved_bytes": {k: v.get("device_peak_reserved_bytes", 0)
+                                         for k, v in (summary("whole") or {}).get("stages", {}).items()}}
 teacher = a.get("teacher/resnet10_xs") or 0.0
 result["ok"] = (whole_rc == 0 and resumed_rc == 0 and not result["capture_failed"]
                 and result["replayed_steps"] > 0 and result["replayed_meta_steps"] > 0
                 and teacher > 0.5 and worst is not None
+                and all(v > 0 for v in result["device_peak_reserved_bytes"].values())
                 and worst <= 0.05)
 print(json.dumps(result))
 sys.exit(0 if result["ok"] else 1)

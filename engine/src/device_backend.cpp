@@ -54,4 +54,16 @@ DeviceBackend& require_device_backend(Device device, const char* op) {
   return *b;
 }
 
+BlockCacheStats device_memory_stats(Device device) {
+  return require_device_backend(device, "device_memory_stats").memory_stats(device.index);
+}
+
+void reset_peak_device_memory(Device device) {
+  require_device_backend(device, "reset_peak_device_memory").reset_peak_memory(device.index);
+}
+
+void empty_device_cache(Device device) {
+  require_device_backend(device, "empty_device_cache").empty_cache(device.index);
+}
+
 }  // namespace mcd

@@ -192,6 +192,15 @@ class CudaDeviceBackend final : public DeviceBackend {
     reinterpret_cast<const Graph*>(graph)->replay(stream_of(stream, device));
   }
   void destroy_graph(int, std::uintptr_t graph) override { delete reinterpret_cast<Graph*>(graph); }
+
+  BlockCacheStats memory_stats(int device) override {
+    return DeviceAllocator::for_device(device).stats();
+  }
+  void reset_peak_memory(int device) override { DeviceAllocator::for_device(device).reset_peak(); }
+  void empty_cache(int device) override {
+    DeviceAllocator::for_device(device).empty_cache();  // synchronizes the device first
+    PinnedPool::instance().release_unused();
+  }
 };
 
 }  // namespace

@@ -2,11 +2,13 @@
 // stream order behind work already queued, host sources may be reused at once, strided views
 // come back compacted, the page-locked blocks are reused in the steady state, and a copy inside
 // a graph capture is refused with a message saying why.
+#include <cstdint>
 #include <string>
 #include <vector>
 
 #include <catch2/catch.hpp>
 
+#include <mcd/engine/device_backend.h>
 #include <mcd/engine/generator.h>
 #include <mcd/engine/graph.h>
 #include <mcd/engine/ops/elementwise.h>
@@ -104,4 +106,24 @@ TEST_CASE("CUDA copies that do not wait are refused inside a graph capture",
   // The stream works as before afterwards.
   copy_to_device_async(d, ones);
   CHECK(HostCopy(d).get().to_doubles() == std::vector<double>(8, 1.0));
+}
+
+TEST_CASE("CUDA memory statistics and emptying the cache through the engine", "[gpu][runtime]") {
+  REQUIRE(kcu::install_cuda_backend());
+  const Device dev = Device::cuda();
+  const BlockCacheStats before = device_memory_stats(dev);
+  BlockCacheStats held;
+  {
+    const Tensor t = Tensor::empty({1 << 20}, DType::Float32, dev);  // 4 MiB: a large block
+    held = device_memory_stats(dev);
+    CHECK(held.allocated_bytes >= before.allocated_bytes + (std::int64_t{4} << 20));
+    CHECK(held.reserved_bytes >= held.allocated_bytes);
+    reset_peak_device_memory(dev);
+    CHECK(device_memory_stats(dev).peak_allocated_bytes == held.allocated_bytes);
+  }
+  CHECK(device_memory_stats(dev).allocated_bytes == before.allocated_bytes);
+  empty_device_cache(dev);
+  const BlockCacheStats after = device_memory_stats(dev);
+  CHECK(after.reserved_bytes < held.reserved_bytes);  // the freed block's segment went back
+  CHECK(after.reserved_bytes >= after.allocated_bytes);
 }

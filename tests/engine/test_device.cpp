@@ -2,9 +2,11 @@
 // allocated and freed through the backend, copies both ways for contiguous and strided views,
 // reads of device tensors through the host, gradients and tangents through Tensor::to(Device),
 // Module::to(Device), and clear errors when there is no backend, no device or no kernel.
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
 #include <map>
+#include <vector>
 
 #include <catch2/catch.hpp>
 
@@ -36,6 +38,7 @@ class FakeDevice final : public DeviceBackend {
     std::memset(p, 0xA5, nbytes);
     live_[p] = nbytes;
     live_bytes += nbytes;
+    peak_bytes = std::max(peak_bytes, live_bytes);
     return p;
   }
   void deallocate(void* ptr, std::size_t nbytes, int) override {
@@ -53,8 +56,19 @@ class FakeDevice final : public DeviceBackend {
     std::memcpy(dst, src, nbytes);
   }
   void synchronize(int) override {}
+  BlockCacheStats memory_stats(int device) override {
+    BlockCacheStats st;
+    st.allocated_bytes = static_cast<std::int64_t>(live_bytes);
+    st.peak_allocated_bytes = static_cast<std::int64_t>(peak_bytes);
+    st.live_blocks = static_cast<std::int64_t>(live_.size());
+    st.segments = device;  // which device was asked
+    return st;
+  }
+  void reset_peak_memory(int) override { peak_bytes = live_bytes; }
+  void empty_cache(int device) override { emptied.push_back(device); }
 
-  std::size_t live_bytes = 0;
+  std::size_t live_bytes = 0, peak_bytes = 0;
+  std::vector<int> emptied;
   int copies = 0;
 
  private:
@@ -119,6 +133,28 @@ TEST_CASE("copies to a device and back keep every value", "[engine][device]") {
     CHECK_THAT(d.str(), Catch::Contains("device=cuda:0"));
   }
   CHECK(fake.device.live_bytes == 0);  // every storage went back through the backend
+}
+
+TEST_CASE("device memory statistics come from the device's backend", "[engine][device]") {
+  CHECK_THROWS_WITH(device_memory_stats(Device::cuda()), Catch::Contains("no CUDA backend"));
+  FakeDeviceScope fake(2);
+  {
+    const Tensor a = Tensor::empty({1000}, DType::Float32, Device::cuda(1));
+    {
+      const Tensor b = Tensor::empty({500}, DType::Float64, Device::cuda(1));
+      const BlockCacheStats st = device_memory_stats(Device::cuda(1));
+      CHECK(st.allocated_bytes == 8000);
+      CHECK(st.live_blocks == 2);
+      CHECK(st.segments == 1);  // the fake's mark of the device asked
+    }
+    CHECK(device_memory_stats(Device::cuda(1)).allocated_bytes == 4000);
+    CHECK(device_memory_stats(Device::cuda(1)).peak_allocated_bytes == 8000);
+    reset_peak_device_memory(Device::cuda(1));
+    CHECK(device_memory_stats(Device::cuda(1)).peak_allocated_bytes == 4000);
+  }
+  empty_device_cache(Device::cuda(1));
+  CHECK(fake.device.emptied == std::vector<int>{1});
+  CHECK_THROWS_WITH(device_memory_stats(Device::cuda(2)), Catch::Contains("cuda:2 does not exist"));
 }
 
 TEST_CASE("ops without a device kernel name the op and the device", "[engine][device]") {

@@ -12,6 +12,7 @@
 #include <functional>
 #include <memory>
 
+#include <mcd/engine/block_cache.h>
 #include <mcd/engine/dtype.h>
 
 namespace mcd {
@@ -81,6 +82,12 @@ class DeviceBackend {
   virtual void replay_graph(int device, std::uintptr_t graph, std::uintptr_t stream) {}
   // Waits for the graph's replays, then frees it and the memory it kept.
   virtual void destroy_graph(int device, std::uintptr_t graph) {}
+
+  // ---- memory accounting (device_memory_stats below). These defaults describe a backend
+  // without a cache: nothing to report, nothing to give back.
+  virtual BlockCacheStats memory_stats(int device) { return {}; }
+  virtual void reset_peak_memory(int device) {}
+  virtual void empty_cache(int device) {}
 };
 
 // Registers `backend` for `type` (nullptr unregisters). The backend must outlive every
@@ -91,5 +98,15 @@ DeviceBackend* device_backend(DeviceType type);
 // The backend serving `device`, checking the index; throws naming `op` when there is none
 // ("built without CUDA", "no CUDA device present") or the index is out of range.
 DeviceBackend& require_device_backend(Device device, const char* op);
+
+// Memory of `device` as its backend's caching allocator counts it: bytes held by live tensors
+// (allocated) and from the driver (reserved: allocated, cached for reuse, and kept by captured
+// graphs), with their high-water marks since the last reset. For the host, host_memory_stats.
+BlockCacheStats device_memory_stats(Device device);
+void reset_peak_device_memory(Device device);
+// Waits for the device and gives its cached, unused memory back to the driver (and unused
+// page-locked host blocks to the system), for other programs or a larger allocation; the next
+// steps allocate afresh.
+void empty_device_cache(Device device);
 
 }  // namespace mcd

@@ -101,7 +101,8 @@ Tensor beta_of(const Tensor& w) {
 
 MetaStepResult meta_gradient(const std::vector<StudentRef>& students, nn::CNet& cnet,
                              const LabelledBatch& train, const TeacherTargets& teacher,
-                             const LabelledBatch& val, const std::vector<StreamRef>& lanes) {
+                             const LabelledBatch& val, const std::vector<StreamRef>& lanes,
+                             Collective* collective) {
   const std::size_t K = students.size();
   MCD_CHECK(K >= 1, "meta_gradient: no students");
   MCD_CHECK(static_cast<std::int64_t>(K) == cnet.config().num_students,
@@ -197,6 +198,7 @@ MetaStepResult meta_gradient(const std::vector<StudentRef>& students, nn::CNet& 
       student_losses[k] = own.loss;
     }
     const std::vector<Tensor> g = grad({logits[k]}, p, {dz});
+    if (collective != nullptr) collective->all_reduce_mean(g);  // theta' of the whole batch
     // The graph at theta_k has served: dropping it now keeps it out of the lookahead passes.
     const Tensor z_k = logits[k].detach();
     logits[k] = Tensor();
@@ -222,6 +224,7 @@ MetaStepResult meta_gradient(const std::vector<StudentRef>& students, nn::CNet& 
       const Tensor m = mean(cross_entropy(model(val.images), val.labels));
       meta_losses[k] = m.detach().reshape({1});  // read after the lanes join: no wait here
       v = grad({m}, p);
+      if (collective != nullptr) collective->all_reduce_mean(v);  // M_k on the whole meta batch
     } catch (...) {
       restore_theta();  // a failure must not leave the student at theta' (to be trained or saved)
       throw;
@@ -265,6 +268,13 @@ MetaStepResult meta_gradient(const std::vector<StudentRef>& students, nn::CNet& 
   cnet_buffers.restore();
   const Tensor w_with_graph = cnet.weights(train.images, signals);
   r.cnet_grads = grad({w_with_graph}, cnet.parameters(), {weight_grad});
+  if (collective != nullptr) {
+    // Each replica's rows carry its shard's 1 / B, so the mean over replicas is the whole
+    // batch's dM/dphi.
+    std::vector<Tensor> averaged = r.cnet_grads;
+    averaged.push_back(r.meta_losses);
+    collective->all_reduce_mean(averaged);
+  }
   return r;
 }
 

@@ -166,7 +166,8 @@ std::vector<Tensor> CNetWeighting::before_step_on_device(
   for (Student& s : students)
     refs.push_back({s.model.get(), s.optimizer.get()});
   cnet_->train();  // the meta step differentiates the batch-statistics weights
-  MetaStepResult r = meta_gradient(refs, *cnet_, batch, teacher, meta_batch_, student_lanes);
+  MetaStepResult r =
+      meta_gradient(refs, *cnet_, batch, teacher, meta_batch_, student_lanes, collective_);
   std::vector<Tensor> outputs = std::move(r.cnet_grads);
   outputs.push_back(r.meta_losses);
   return outputs;
@@ -416,10 +417,12 @@ Trainer::StepRecord Trainer::device_step(const LabelledBatch& lb, StudentStreams
     const auto ki = static_cast<std::int64_t>(k);
     s.optimizer->zero_grad();
     backward({logits[k]}, {out.grad_logits.slice(0, ki, ki + 1).squeeze(0)});
+    average_gradients(s);
     s.optimizer->step();
     predictions.push_back(argmax(detached_logits[k], 1));
   }
   lanes.join_students();
+  average_buffers();
   NoGradGuard no_grad;
   return {concat({out.loss.reshape({-1}), out.ce.reshape({-1}), out.kl.reshape({-1}),
                   alpha.reshape({-1}), beta.reshape({-1})},
@@ -463,6 +466,7 @@ Trainer::StepRecord Trainer::students_independently(const LabelledBatch& lb, Stu
         {zd}, teacher, lb.labels, alpha.slice(0, k, k + 1), beta.slice(0, k, k + 1));
     s.optimizer->zero_grad();
     backward({z}, {out.grad_logits.squeeze(0)});
+    average_gradients(s);
     s.optimizer->step();
     predictions[sk] = argmax(zd, 1);
     losses[sk] = out.loss.reshape({-1});
@@ -472,6 +476,7 @@ Trainer::StepRecord Trainer::students_independently(const LabelledBatch& lb, Stu
   lanes.join(lanes.teacher());
   lanes.join(lanes.policy());
   lanes.join_students();
+  average_buffers();
   NoGradGuard no_grad;
   return {concat({concat(losses, 0), concat(ces, 0), concat(kls, 0), alpha.reshape({-1}),
                   beta.reshape({-1})},
@@ -518,6 +523,30 @@ void Trainer::reset_graphs() {
   before_step_outputs_.clear();
 }
 
+void Trainer::set_collective(Collective* collective) {
+  collective_ = collective;
+  policy_->set_collective(collective);
+  reset_graphs();  // a captured step holds the reductions of the collective it was captured with
+}
+
+void Trainer::average_gradients(Student& s) {
+  if (collective_ != nullptr) collective_->all_reduce_mean(gradients_of(s.model->parameters()));
+}
+
+void Trainer::average_buffers() {
+  if (collective_ == nullptr) return;
+  std::vector<Tensor> buffers;
+  auto add = [&](nn::Module& m) {
+    for (const auto& [name, b] : m.named_buffers())
+      if (is_floating(b.dtype())) buffers.push_back(b);
+  };
+  for (Student& s : students_)
+    add(*s.model);
+  for (nn::Module* m : policy_->modules())
+    add(*m);
+  collective_->all_reduce_mean(buffers);
+}
+
 bool Trainer::step_by_graph(const data::Batch& batch, StudentStreams& lanes, StepRecord& record) {
   if (!policy_->steps_replayable()) return false;
   const bool replayed = replay_or_capture(
@@ -553,6 +582,7 @@ bool Trainer::replay_or_capture(GraphSlot& slot, const GraphKey& key, const data
                                 const std::function<void(const LabelledBatch&)>& record,
                                 const std::function<void()>& drop_outputs) {
   if (!graphs_ || slot.failed || lanes.device().is_cpu()) return false;
+  if (collective_ != nullptr && !collective_->capturable()) return false;
   const bool repeated = key == slot.seen;
   slot.seen = key;
   if (!slot.graph || !(key == slot.key)) {

@@ -19,6 +19,7 @@
 #include <vector>
 
 #include <mcd/distill/fused_loss.h>
+#include <mcd/engine/collective.h>
 #include <mcd/engine/optim/sgd.h>
 #include <mcd/engine/stream.h>
 #include <mcd/models/cnet.h>
@@ -63,9 +64,14 @@ struct MetaStepResult {
 // C-Net's .grad and steps its optimizer: see CNetWeighting::finish_before_step). With `lanes` (one
 // stream per student, on the batch's device) each student's passes run on its own stream, forked
 // from the caller's current stream and joined back to it before this returns; the numbers are the
-// same.
+// same. With `collective` this is one replica of a data-parallel group (collective.h), `train`
+// and `val` its shards of the batch and the meta batch: the lookahead gradients and the meta
+// gradients v_k are averaged over the replicas (so theta' and v are those of the whole batches),
+// and so are the C-Net's gradient and the meta losses returned, which are then the whole
+// batches' on every replica (weights, student_losses and weight_grad stay the shard's).
 MetaStepResult meta_gradient(const std::vector<StudentRef>& students, nn::CNet& cnet,
                              const LabelledBatch& train, const TeacherTargets& teacher,
-                             const LabelledBatch& val, const std::vector<StreamRef>& lanes = {});
+                             const LabelledBatch& val, const std::vector<StreamRef>& lanes = {},
+                             Collective* collective = nullptr);
 
 }  // namespace mcd::distill

@@ -23,6 +23,7 @@
 #include <mcd/distill/fused_loss.h>
 #include <mcd/distill/meta_step.h>
 #include <mcd/distill/student_streams.h>
+#include <mcd/engine/collective.h>
 #include <mcd/engine/graph.h>
 #include <mcd/engine/optim/adam.h>
 #include <mcd/engine/optim/lr_schedule.h>
@@ -120,6 +121,9 @@ class WeightingPolicy {
   virtual std::pair<Tensor, Tensor> weights(const WeightInputs& in) = 0;
   virtual StateDict state_dict() const { return {}; }
   virtual void load_state_dict(const StateDict& state, const std::string& source) {}
+  // The replicas' collective (Trainer::set_collective), for a policy that computes gradients of
+  // its own (the meta step): they must be averaged as the students' are.
+  virtual void set_collective(Collective* collective) {}
 };
 
 class FixedWeighting final : public WeightingPolicy {
@@ -185,6 +189,9 @@ class CNetWeighting final : public WeightingPolicy {
   void finish_before_step(const std::vector<Tensor>& outputs) override;
   bool before_step_replayable() const override { return true; }
   std::pair<Tensor, Tensor> weights(const WeightInputs& in) override;
+  // With replicas, the meta step averages the lookahead gradients, the meta gradients at theta',
+  // the C-Net's gradient and the meta losses over them (meta_step.h).
+  void set_collective(Collective* collective) override { collective_ = collective; }
   StateDict state_dict() const override;
   void load_state_dict(const StateDict& state, const std::string& source) override;
 
@@ -206,6 +213,7 @@ class CNetWeighting final : public WeightingPolicy {
   LabelledBatch meta_batch_;                     // the last drawn, on the C-Net's device
   std::map<Shape, LabelledBatch> meta_batches_;  // per shape: refilled in place
   Tensor last_meta_losses_;  // (K) M_k of the last meta step, on the C-Net's device
+  Collective* collective_ = nullptr;
 };
 
 // The per-step loop body shared by every method and stage.
@@ -270,6 +278,18 @@ class Trainer {
   // Adds the meters still on their way (nothing without deferred meters).
   void flush_meters();
 
+  // Data parallelism (engine/collective.h): this trainer is replica `collective->rank()` of
+  // `collective->size()`, each given its own shard of every batch (the same number of samples
+  // each) and holding the same models. Every student's gradient is averaged over the replicas
+  // before its SGD step, so is everything the meta step differentiates, and the students' and
+  // the policy's floating buffers (BatchNorm's running statistics) after every step: the
+  // replicas stay identical and train as one model on the union of their shards, with
+  // BatchNorm's batch statistics per shard. Meters count the replica's own shard. nullptr (the
+  // default): alone. The collective must outlive the steps; graphs are captured only when its
+  // reductions may be (Collective::capturable).
+  void set_collective(Collective* collective);
+  Collective* collective() const { return collective_; }
+
   std::int64_t iteration() const { return iteration_; }
   void set_iteration(std::int64_t it) { iteration_ = it; }
   WeightingPolicy& policy() { return *policy_; }
@@ -330,6 +350,10 @@ class Trainer {
                          const std::function<void(const LabelledBatch&)>& record,
                          const std::function<void()>& drop_outputs);
   GraphKey graph_key(const data::Batch& batch) const;
+  // With replicas: the student's gradients averaged (before its SGD step), and every floating
+  // buffer of the students and the policy's models (at the end of a step).
+  void average_gradients(Student& s);
+  void average_buffers();
   std::vector<HostCounter> host_counters();
   void accumulate_meters(PendingMeters& step);  // waits for the copies if need be
 
@@ -348,6 +372,7 @@ class Trainer {
   std::vector<Tensor> before_step_outputs_;  // rewritten by each replay of before_step_graph_
   std::int64_t replayed_ = 0, meta_replayed_ = 0, captures_ = 0;
   bool deferred_meters_ = false;
+  Collective* collective_ = nullptr;
   StreamRef last_main_;                          // the caller's stream in the last step
   std::optional<PendingMeters> pending_meters_;  // the last step's, with deferred meters
 };

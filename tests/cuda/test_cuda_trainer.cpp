@@ -32,6 +32,7 @@
 #include <mcd/engine/generator.h>
 #include <mcd/kernels/cuda/backend.h>
 #include <mcd/kernels/cuda/library_handles.h>
+#include <mcd/kernels/cuda/nccl_collectives.h>
 #include <mcd/models/cnet.h>
 #include <mcd/models/registry.h>
 
@@ -117,9 +118,10 @@ data::Batch next_batch(data::BatchIterator& batches) {
   return b;
 }
 
-// `shared_lanes`: Trainer::set_shared_student_streams (0: a stream per student).
+// `shared_lanes`: Trainer::set_shared_student_streams (0: a stream per student); `collective`:
+// Trainer::set_collective (a replica of data-parallel training).
 Run train(const data::Dataset& data, nn::CNetInput input, bool concurrent, bool graphs,
-          std::size_t shared_lanes = 0) {
+          std::size_t shared_lanes = 0, Collective* collective = nullptr) {
   Generator gen(3);
   auto teacher = nn::make_model("resnet10_xs", kModels, gen);
   teacher->to(Device::cuda());
@@ -138,6 +140,7 @@ Run train(const data::Dataset& data, nn::CNetInput input, bool concurrent, bool 
     mcdistil.set_concurrent_students(concurrent);
     mcdistil.set_graphs(graphs);
     mcdistil.set_shared_student_streams(shared_lanes);
+    mcdistil.set_collective(collective);
     // The graph runs read their meters a step late, as the app does.
     mcdistil.set_deferred_meters(graphs);
     for (int i = 0; i < 7; ++i)
@@ -151,6 +154,7 @@ Run train(const data::Dataset& data, nn::CNetInput input, bool concurrent, bool 
   kd.set_concurrent_students(concurrent);
   kd.set_graphs(graphs);
   kd.set_shared_student_streams(shared_lanes);
+  kd.set_collective(collective);
   kd.set_deferred_meters(graphs);
   for (int i = 0; i < 3; ++i)
     kd.step(next());
@@ -280,6 +284,29 @@ TEST_CASE("CUDA trainer: lanes and graphs match one stream without graphs", "[cu
     CHECK(shared.meta_replayed == 2);
     require_same_state(shared, serial);
   }
+  kcu::set_conv_deterministic(false);
+}
+
+// Data parallelism with one replica: NCCL's averaging over one GPU leaves every value as it is,
+// so the replica must train as the trainer alone, with the averages (the students' gradients on
+// their lanes, the meta step's, the buffers) captured into the graphs and replayed.
+TEST_CASE("CUDA trainer: one NCCL replica, its averages inside the graphs, trains as one trainer",
+          "[cuda][trainer][nccl]") {
+  REQUIRE(kcu::install_cuda_backend());
+  std::string why;
+  if (!kcu::NcclCollectives::available(&why)) {
+    WARN("NCCL is not available, not tested: " << why);
+    return;
+  }
+  kcu::set_conv_deterministic(true);
+  const data::Dataset data = synthetic_images();
+  kcu::NcclCollectives nccl({0});
+  const Run serial = train(data, nn::CNetInput::Image, false, false);
+  const Run replica = train(data, nn::CNetInput::Image, true, true, 0, &nccl.replica(0));
+  CHECK(replica.captured == 3);
+  CHECK(replica.replayed == 8);
+  CHECK(replica.meta_replayed == 2);
+  require_same_state(replica, serial);
   kcu::set_conv_deterministic(false);
 }
 

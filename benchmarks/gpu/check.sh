@@ -111,7 +111,9 @@ if ! timeout 20 nvidia-smi -L && [ "${MCD_CHECK_WITHOUT_GPU:-0}" != 1 ]; then
 fi
 
 tests="$dist/bin/test_cuda_kernels"
-step tests "${MCD_T_TESTS:-150}" "$tests" -r junit -o "$logs/tests.xml"
+# NCCL's tests run apart (tests_nccl, below): the library comes from PyTorch's environment, and a
+# problem there must not cost the other tests' results.
+step tests "${MCD_T_TESTS:-150}" "$tests" "~[nccl]" -r junit -o "$logs/tests.xml"
 if grep -q "^tests 77 " "$logs/steps.txt" && [ "${MCD_CHECK_WITHOUT_GPU:-0}" != 1 ]; then
   echo "check: the tests found no usable CUDA device; the rest is skipped" >&2
   summarize
@@ -121,7 +123,10 @@ fi
 # (MCD_POISON_ALLOCATIONS=1): a kernel that reads memory it never wrote, or a stream that still
 # reads a block after it went to a new owner, then fails a comparison instead of passing on
 # stale values (in a replayed graph, the previous replay's).
-step tests_poisoned "${MCD_T_TESTS_POISONED:-150}" env MCD_POISON_ALLOCATIONS=1 "$tests"
+step tests_poisoned "${MCD_T_TESTS_POISONED:-150}" env MCD_POISON_ALLOCATIONS=1 "$tests" "~[nccl]"
+# Data parallelism through NCCL on this one GPU: one replica's averages, eager and inside the
+# trainer's graphs (a test says so and passes where NCCL cannot be loaded).
+step tests_nccl "${MCD_T_TESTS_NCCL:-60}" "$tests" "[nccl]"
 # The MC-Distil iteration of the reference configuration (teacher resnet10, students xxxs..m,
 # C-Net resnet10_s, batch 400, 3x32x32, 100 classes, L = 20): ours, then the peer written as
 # the released code does it. Each prints one JSON line first.

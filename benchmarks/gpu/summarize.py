@@ -16,7 +16,7 @@ import re
 import sys
 import xml.etree.ElementTree as ET
 
-STEPS = ["tests", "tests_poisoned", "app", "mcdistil_ours", "mcdistil_torch", "profile", "conv_layout",
+STEPS = ["tests", "tests_poisoned", "tests_nccl", "app", "mcdistil_ours", "mcdistil_torch", "profile", "conv_layout",
          "bench_cuda", "bench_torch", "memcheck", "racecheck", "mcdistil_ours_tf32",
          "mcdistil_torch_tf32"]
 # The MC-Distil steps (and the layout benchmark of its convolutions) share one output file, the
@@ -24,7 +24,8 @@ STEPS = ["tests", "tests_poisoned", "app", "mcdistil_ours", "mcdistil_torch", "p
 OUTPUT = {"mcdistil_ours": "bench_mcdistil.json", "mcdistil_torch": "bench_mcdistil.json",
           "profile": "bench_mcdistil.json", "conv_layout": "bench_mcdistil.json",
           "mcdistil_ours_tf32": "bench_mcdistil.json", "mcdistil_torch_tf32": "bench_mcdistil.json",
-          "tests": "tests.json", "tests_poisoned": "tests.json", "app": "tests.json"}
+          "tests": "tests.json", "tests_poisoned": "tests.json", "tests_nccl": "tests.json",
+          "app": "tests.json"}
 
 
 def tail(path, chars=6000):

@@ -196,27 +196,34 @@ TEST_CASE("replicas given the same shard train exactly as one trainer on it",
   lo.normalization = {{127.5f}, {64.0f}};
   constexpr int kSteps = 4;
 
+  // Runs on the replicas' threads too: no test assertion inside (Catch is not thread-safe);
+  // returns the meta steps taken.
   auto run = [&](World& w, Collective* collective) {
     auto policy = std::make_unique<distill::CNetWeighting>(
         w.cnet, optim::AdamOptions{}, 2, data::BatchIterator(val, iota(12), lo), true);
+    distill::CNetWeighting& cnet_policy = *policy;
     distill::Trainer trainer(w.students, w.teacher, std::move(policy), 2.0);
     trainer.set_collective(collective);
     data::BatchIterator batches(train, iota(24), lo);
     data::Batch b;
     for (int step = 0; step < kSteps; ++step) {
-      REQUIRE(batches.next(b));
+      if (!batches.next(b)) throw std::runtime_error("the training set ran out");
       trainer.step(b);
     }
-    if (auto* c = dynamic_cast<distill::CNetWeighting*>(&trainer.policy()))
-      CHECK(c->meta_steps() == kSteps / 2);
+    return cnet_policy.meta_steps();
   };
   World alone = make_world(3, DType::Float32);
-  run(alone, nullptr);
+  CHECK(run(alone, nullptr) == kSteps / 2);
   std::vector<World> replicas;
   replicas.push_back(make_world(3, DType::Float32));
   replicas.push_back(make_world(3, DType::Float32));
   ThreadCollectives group(2);
-  on_replicas(2, [&](int r) { run(replicas[static_cast<std::size_t>(r)], &group.replica(r)); });
+  std::vector<std::int64_t> meta_steps(2);
+  on_replicas(2, [&](int r) {
+    const auto i = static_cast<std::size_t>(r);
+    meta_steps[i] = run(replicas[i], &group.replica(r));
+  });
+  CHECK(meta_steps == std::vector<std::int64_t>{kSteps / 2, kSteps / 2});
   for (const World& w : replicas) {
     for (std::size_t k = 0; k < alone.students.size(); ++k) {
       CHECK(state_of(*w.students[k].model) == state_of(*alone.students[k].model));

@@ -38,6 +38,7 @@
 
 #include "cuda/test_cuda_nn_parity.h"
 #include "support/random_dataset.h"
+#include "support/test_files.h"
 
 using namespace mcd;
 namespace kcu = mcd::kernels::cuda;
@@ -50,13 +51,6 @@ data::Dataset synthetic_images() {
   return mcd::testing::random_dataset(
       kImages, 3, kSize, kSize, kClasses, 5,
       [](std::int64_t, Generator& gen) { return static_cast<std::int64_t>(gen.below(kClasses)); });
-}
-
-std::vector<std::int64_t> first(std::int64_t n) {
-  std::vector<std::int64_t> v;
-  for (std::int64_t i = 0; i < n; ++i)
-    v.push_back(i);
-  return v;
 }
 
 struct Run {
@@ -129,14 +123,14 @@ Run train(const data::Dataset& data, nn::CNetInput input, bool concurrent, bool 
   r.students = make_students({"resnet10_xxxs", "resnet10_xxs", "resnet10_xs"}, gen, true);
   r.cnet = make_cnet(3, input, gen);
   const data::LoaderOptions lo = loader_options();
-  data::BatchIterator batches(data, first(kImages), lo);
+  data::BatchIterator batches(data, mcd::testing::iota(kImages), lo);
   auto next = [&] { return next_batch(batches); };
   {
-    distill::Trainer mcdistil(
-        r.students, teacher,
-        std::make_unique<distill::CNetWeighting>(
-            r.cnet, optim::AdamOptions{}, 3, data::BatchIterator(data, first(kImages), lo), true),
-        4.0);
+    distill::Trainer mcdistil(r.students, teacher,
+                              std::make_unique<distill::CNetWeighting>(
+                                  r.cnet, optim::AdamOptions{}, 3,
+                                  data::BatchIterator(data, mcd::testing::iota(kImages), lo), true),
+                              4.0);
     mcdistil.set_concurrent_students(concurrent);
     mcdistil.set_graphs(graphs);
     mcdistil.set_shared_student_streams(shared_lanes);
@@ -175,12 +169,12 @@ Run train_meta_first(const data::Dataset& data, bool concurrent, bool graphs) {
   r.students = make_students({"resnet10_xxxs", "resnet10_xxs"}, gen, false);
   r.cnet = make_cnet(2, nn::CNetInput::Image, gen);
   const data::LoaderOptions lo = loader_options();
-  data::BatchIterator batches(data, first(kImages), lo);
-  distill::Trainer mcdistil(
-      r.students, teacher,
-      std::make_unique<distill::CNetWeighting>(r.cnet, optim::AdamOptions{}, 1,
-                                               data::BatchIterator(data, first(kImages), lo), true),
-      4.0);
+  data::BatchIterator batches(data, mcd::testing::iota(kImages), lo);
+  distill::Trainer mcdistil(r.students, teacher,
+                            std::make_unique<distill::CNetWeighting>(
+                                r.cnet, optim::AdamOptions{}, 1,
+                                data::BatchIterator(data, mcd::testing::iota(kImages), lo), true),
+                            4.0);
   mcdistil.set_concurrent_students(concurrent);
   mcdistil.set_graphs(graphs);
   for (int i = 0; i < 6; ++i) {
@@ -206,7 +200,7 @@ Run train_dgkd(const data::Dataset& data, bool concurrent, bool graphs) {
   }
   Run r;
   r.students = make_students({"resnet10_xxxs"}, gen, false);
-  data::BatchIterator batches(data, first(kImages), loader_options());
+  data::BatchIterator batches(data, mcd::testing::iota(kImages), loader_options());
   distill::Trainer dgkd(r.students, guides, std::make_unique<distill::DgkdWeighting>(0.5, 0, 1),
                         4.0);
   dgkd.set_concurrent_students(concurrent);

@@ -16,8 +16,10 @@
 #include <mcd/models/registry.h>
 
 #include "support/random_dataset.h"
+#include "support/test_files.h"
 
 using namespace mcd;
+using mcd::testing::iota;
 
 namespace {
 
@@ -26,13 +28,6 @@ constexpr std::int64_t kClasses = 4, kSize = 8;
 data::Dataset tiny_images(std::int64_t n) {
   return testing::random_dataset(n, 1, kSize, kSize, kClasses, 2,
                                  [](std::int64_t i, Generator&) { return i % kClasses; });
-}
-
-std::vector<std::int64_t> iota(std::int64_t n) {
-  std::vector<std::int64_t> v;
-  for (std::int64_t i = 0; i < n; ++i)
-    v.push_back(i);
-  return v;
 }
 
 }  // namespace

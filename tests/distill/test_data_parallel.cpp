@@ -30,8 +30,10 @@
 
 #include "support/gradcheck.h"
 #include "support/random_dataset.h"
+#include "support/test_files.h"
 
 using namespace mcd;
+using mcd::testing::iota;
 using mcd::testing::random_tensor;
 
 namespace {
@@ -74,13 +76,6 @@ std::vector<double> values_of(const StateDict& state) {
 
 std::vector<double> state_of(const nn::Module& m) {
   return values_of(m.state_dict());
-}
-
-std::vector<std::int64_t> iota(std::int64_t n) {
-  std::vector<std::int64_t> v;
-  for (std::int64_t i = 0; i < n; ++i)
-    v.push_back(i);
-  return v;
 }
 
 // A replica's or the reference's models, the same for the same seed.

@@ -310,6 +310,20 @@ void Trainer::step(const data::Batch& batch) {
       } catch (...) {  // a broken device: the first error is the one to report
       }
     }
+    // The other replicas would wait for this one's reductions for ever.
+    if (collective_ != nullptr && collective_->size() > 1) {
+      std::string why = "its step failed";
+      try {
+        throw;
+      } catch (const std::exception& e) {
+        why = e.what();
+      } catch (...) {
+      }
+      try {
+        collective_->abort(why);
+      } catch (...) {
+      }
+    }
     throw;
   }
   // The step's meters start for the host now; with deferred meters the previous step's are
@@ -417,10 +431,10 @@ Trainer::StepRecord Trainer::device_step(const LabelledBatch& lb, StudentStreams
     const auto ki = static_cast<std::int64_t>(k);
     s.optimizer->zero_grad();
     backward({logits[k]}, {out.grad_logits.slice(0, ki, ki + 1).squeeze(0)});
-    average_gradients(s);
-    s.optimizer->step();
+    if (collective_ == nullptr) s.optimizer->step();
     predictions.push_back(argmax(detached_logits[k], 1));
   }
+  if (collective_ != nullptr) step_averaged(lanes, lanes.queue_order());
   lanes.join_students();
   average_buffers();
   NoGradGuard no_grad;
@@ -466,13 +480,13 @@ Trainer::StepRecord Trainer::students_independently(const LabelledBatch& lb, Stu
         {zd}, teacher, lb.labels, alpha.slice(0, k, k + 1), beta.slice(0, k, k + 1));
     s.optimizer->zero_grad();
     backward({z}, {out.grad_logits.squeeze(0)});
-    average_gradients(s);
-    s.optimizer->step();
+    if (collective_ == nullptr) s.optimizer->step();  // else below, once averaged
     predictions[sk] = argmax(zd, 1);
     losses[sk] = out.loss.reshape({-1});
     ces[sk] = out.ce.reshape({-1});
     kls[sk] = out.kl.reshape({-1});
   }
+  if (collective_ != nullptr) step_averaged(lanes, lanes.queue_order());
   lanes.join(lanes.teacher());
   lanes.join(lanes.policy());
   lanes.join_students();
@@ -529,8 +543,22 @@ void Trainer::set_collective(Collective* collective) {
   reset_graphs();  // a captured step holds the reductions of the collective it was captured with
 }
 
-void Trainer::average_gradients(Student& s) {
-  if (collective_ != nullptr) collective_->all_reduce_mean(gradients_of(s.model->parameters()));
+void Trainer::step_averaged(const StudentStreams& lanes, const std::vector<std::size_t>& order) {
+  // Every student's gradient in one reduction on main, after every lane's backward: one NCCL
+  // group for all of them, and no lane waits for another's reduction (NCCL runs a
+  // communicator's operations one after another, whatever stream they are queued on).
+  lanes.join_students();
+  std::vector<Tensor> grads;
+  for (Student& s : students_) {
+    const std::vector<Tensor> g = gradients_of(s.model->parameters());
+    grads.insert(grads.end(), g.begin(), g.end());
+  }
+  collective_->all_reduce_mean(grads);
+  lanes.fork_students();
+  for (const std::size_t k : order) {
+    const StreamGuard on(lanes.student(k));
+    students_[k].optimizer->step();
+  }
 }
 
 void Trainer::average_buffers() {
@@ -635,6 +663,14 @@ bool Trainer::replay_or_capture(GraphSlot& slot, const GraphKey& key, const data
       // The broken capture's memory is in the pool it shared: it goes back with the other graph,
       // recaptured when its work repeats (the eager runs from now on need that memory).
       other.graph.reset();
+      if (!failure.empty() && collective_ != nullptr && collective_->size() > 1)
+        // Replicas must capture and replay alike (their reductions must match): one that goes
+        // on eagerly would wait for reductions the others replay from their graphs.
+        fail(
+            "Trainer: capturing {} as a CUDA graph failed on replica {} of {}; the replicas "
+            "cannot go on apart. {}",
+            &slot == &step_graph_ ? "the step" : "the policy's work before the step",
+            collective_->rank(), collective_->size(), failure);
       if (!failure.empty()) {
         // The lanes took part in the broken capture: one stream is the safe way on.
         fmt::print(stderr,

@@ -28,9 +28,13 @@ std::string signature_of(const std::vector<Tensor>& tensors) {
 // One round at a time: every replica deposits its values, the last to arrive averages them, then
 // every replica takes the mean; the next round starts when all have taken it.
 struct ThreadCollectives::Shared {
-  explicit Shared(int n)
-      : replicas(n), values(static_cast<std::size_t>(n)), signatures(static_cast<std::size_t>(n)) {}
+  Shared(int n, std::chrono::milliseconds wait_limit)
+      : replicas(n),
+        timeout(wait_limit),
+        values(static_cast<std::size_t>(n)),
+        signatures(static_cast<std::size_t>(n)) {}
   const int replicas;
+  const std::chrono::milliseconds timeout;  // zero: none
   std::mutex mutex;
   std::condition_variable changed;
   std::vector<std::vector<double>> values;  // per replica, this round
@@ -60,9 +64,21 @@ struct ThreadCollectives::Shared {
       m /= static_cast<double>(replicas);
   }
 
+  // Waits until `ready` (or an error), at most the timeout.
+  template <class Ready>
+  void wait(std::unique_lock<std::mutex>& lock, int rank, Ready ready) {
+    auto done = [&] { return ready() || !error.empty(); };
+    if (timeout.count() == 0) {
+      changed.wait(lock, done);
+    } else if (!changed.wait_for(lock, timeout, done)) {
+      error = fmt::format("replica {} waited {} ms for the others", rank, timeout.count());
+      changed.notify_all();
+    }
+  }
+
   std::vector<double> reduce(int rank, std::vector<double> mine, std::string signature) {
     std::unique_lock<std::mutex> lock(mutex);
-    changed.wait(lock, [&] { return !distributing || !error.empty(); });
+    wait(lock, rank, [&] { return !distributing; });
     check_error();
     values[static_cast<std::size_t>(rank)] = std::move(mine);
     signatures[static_cast<std::size_t>(rank)] = std::move(signature);
@@ -71,7 +87,7 @@ struct ThreadCollectives::Shared {
       distributing = true;
       changed.notify_all();
     } else {
-      changed.wait(lock, [&] { return distributing || !error.empty(); });
+      wait(lock, rank, [&] { return distributing; });
     }
     check_error();
     std::vector<double> out = mean;
@@ -89,6 +105,11 @@ class ThreadCollectives::Replica final : public Collective {
   Replica(Shared& shared, int rank) : shared_(shared), rank_(rank) {}
   int size() const override { return shared_.replicas; }
   int rank() const override { return rank_; }
+  void abort(const std::string& why) override {
+    std::lock_guard<std::mutex> lock(shared_.mutex);
+    shared_.error = fmt::format("aborted by replica {}: {}", rank_, why);
+    shared_.changed.notify_all();
+  }
 
   void all_reduce_mean(const std::vector<Tensor>& tensors) override {
     std::vector<double> mine;
@@ -119,9 +140,10 @@ class ThreadCollectives::Replica final : public Collective {
   int rank_;
 };
 
-ThreadCollectives::ThreadCollectives(int replicas) {
+ThreadCollectives::ThreadCollectives(int replicas, std::chrono::milliseconds timeout) {
   MCD_CHECK(replicas >= 1, "ThreadCollectives: need at least one replica, got {}", replicas);
-  shared_ = std::make_unique<Shared>(replicas);
+  MCD_CHECK(timeout.count() >= 0, "ThreadCollectives: negative timeout");
+  shared_ = std::make_unique<Shared>(replicas, timeout);
   for (int r = 0; r < replicas; ++r)
     replicas_.push_back(std::make_unique<Replica>(*shared_, r));
 }

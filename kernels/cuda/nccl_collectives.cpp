@@ -6,11 +6,13 @@
 #include <dlfcn.h>
 
 #include <algorithm>
+#include <exception>
 #include <string>
 #include <type_traits>
 
 #include <fmt/format.h>
 
+#include <mcd/engine/autograd.h>
 #include <mcd/engine/error.h>
 #include <mcd/kernels/cuda/backend.h>
 #include <mcd/kernels/cuda/check.h>
@@ -18,7 +20,9 @@
 
 #if __has_include(<nccl.h>)
 #include <nccl.h>
+#if NCCL_VERSION_CODE >= NCCL_VERSION(2, 10, 0)  // ncclAvg
 #define MCD_HAVE_NCCL_HEADER 1
+#endif
 #endif
 
 namespace mcd::kernels::cuda {
@@ -33,6 +37,7 @@ struct NcclApi {
   decltype(&::ncclGetErrorString) ncclGetErrorString = nullptr;
   decltype(&::ncclCommInitAll) ncclCommInitAll = nullptr;
   decltype(&::ncclCommDestroy) ncclCommDestroy = nullptr;
+  decltype(&::ncclCommAbort) ncclCommAbort = nullptr;
   decltype(&::ncclAllReduce) ncclAllReduce = nullptr;
   decltype(&::ncclGroupStart) ncclGroupStart = nullptr;
   decltype(&::ncclGroupEnd) ncclGroupEnd = nullptr;
@@ -59,6 +64,7 @@ const NcclApi& nccl() {
     find(a.ncclGetErrorString, "ncclGetErrorString");
     find(a.ncclCommInitAll, "ncclCommInitAll");
     find(a.ncclCommDestroy, "ncclCommDestroy");
+    find(a.ncclCommAbort, "ncclCommAbort");
     find(a.ncclAllReduce, "ncclAllReduce");
     find(a.ncclGroupStart, "ncclGroupStart");
     find(a.ncclGroupEnd, "ncclGroupEnd");
@@ -88,6 +94,25 @@ void check_nccl(ncclResult_t status, const char* call, const char* file, int lin
 
 #define MCD_NCCL_CHECK(call) check_nccl((call), #call, __FILE__, __LINE__)
 
+// Ends the group it started, also when a call inside fails: a group left open would make this
+// thread's later NCCL calls part of it.
+class GroupScope {
+ public:
+  explicit GroupScope(const NcclApi& api) : api_(api) { MCD_NCCL_CHECK(api_.ncclGroupStart()); }
+  ~GroupScope() noexcept(false) {
+    if (std::uncaught_exceptions() > entered_)
+      (void)api_.ncclGroupEnd();  // the first error is the one to report
+    else
+      MCD_NCCL_CHECK(api_.ncclGroupEnd());
+  }
+  GroupScope(const GroupScope&) = delete;
+  GroupScope& operator=(const GroupScope&) = delete;
+
+ private:
+  const NcclApi& api_;
+  int entered_ = std::uncaught_exceptions();
+};
+
 ncclDataType_t nccl_type(DType t) {
   switch (t) {
     case DType::Float32:
@@ -104,48 +129,67 @@ ncclDataType_t nccl_type(DType t) {
 struct NcclCollectives::Communicators {
   std::vector<int> devices;
   std::vector<ncclComm_t> comms;
+  std::unique_ptr<bool[]> aborted;  // per replica
   ~Communicators() {
-    for (ncclComm_t c : comms)
-      if (c != nullptr) (void)nccl().ncclCommDestroy(c);  // nothing to report a failure to
+    for (std::size_t r = 0; r < comms.size(); ++r)
+      if (comms[r] != nullptr && !aborted[r])
+        (void)nccl().ncclCommDestroy(comms[r]);  // nothing to report a failure to
   }
 };
 
 class NcclCollectives::Replica final : public Collective {
  public:
-  Replica(ncclComm_t comm, int size, int rank, int device)
-      : comm_(comm), size_(size), rank_(rank), device_(device) {}
+  Replica(ncclComm_t comm, int size, int rank, int device, bool* aborted)
+      : comm_(comm), size_(size), rank_(rank), device_(device), aborted_(aborted) {}
   int size() const override { return size_; }
   int rank() const override { return rank_; }
   bool capturable() const override { return true; }
 
   void all_reduce_mean(const std::vector<Tensor>& tensors) override {
     const NcclApi& api = require_nccl();
-    // Everything is checked before the group starts: a group left open would hang the others.
+    // Everything is checked before the group starts, so that a bad argument fails before any
+    // NCCL work is queued (the other replicas would wait for it).
     for (const Tensor& t : tensors) {
       if (!t.defined()) continue;
       MCD_CHECK(t.device() == Device::cuda(device_),
                 "NcclCollectives: replica {} (cuda:{}) was given a tensor on {}", rank_, device_,
                 t.device().str());
-      MCD_CHECK(t.is_contiguous(),
-                "NcclCollectives: expected contiguous tensors, got shape {} with strides {}",
-                shape_str(t.shape()), shape_str(t.strides()));
       (void)nccl_type(t.dtype());
     }
+    NoGradGuard no_grad;
     const DeviceGuard guard(device_);
+    // NCCL reads and writes dense buffers: a view (a gradient may be a transposed one) is
+    // reduced in a contiguous copy, written back after the group, all on the current stream.
+    std::vector<Tensor> dense(tensors.size());
+    for (std::size_t i = 0; i < tensors.size(); ++i)
+      if (tensors[i].defined())
+        dense[i] = tensors[i].is_contiguous() ? tensors[i] : tensors[i].contiguous();
     const cudaStream_t stream = current_stream(device_).get();
-    MCD_NCCL_CHECK(api.ncclGroupStart());
-    for (const Tensor& t : tensors) {
-      if (!t.defined() || t.numel() == 0) continue;
-      void* data = Tensor(t).raw_data();
-      MCD_NCCL_CHECK(api.ncclAllReduce(data, data, static_cast<std::size_t>(t.numel()),
-                                       nccl_type(t.dtype()), ncclAvg, comm_, stream));
+    {
+      const GroupScope group(api);
+      for (const Tensor& t : dense) {
+        if (!t.defined() || t.numel() == 0) continue;
+        void* data = Tensor(t).raw_data();
+        MCD_NCCL_CHECK(api.ncclAllReduce(data, data, static_cast<std::size_t>(t.numel()),
+                                         nccl_type(t.dtype()), ncclAvg, comm_, stream));
+      }
     }
-    MCD_NCCL_CHECK(api.ncclGroupEnd());
+    for (std::size_t i = 0; i < tensors.size(); ++i)
+      if (dense[i].defined() && !dense[i].shares_storage_with(tensors[i]))
+        Tensor(tensors[i]).copy_(dense[i]);
+  }
+
+  void abort(const std::string&) override {
+    // The communicator's pending and future operations fail on every replica; NCCL has no way
+    // to pass a reason along.
+    if (comm_ != nullptr) (void)nccl().ncclCommAbort(comm_);
+    *aborted_ = true;
   }
 
  private:
   ncclComm_t comm_;
   int size_, rank_, device_;
+  bool* aborted_;  // an aborted communicator is freed by the abort, not destroyed again
 };
 
 NcclCollectives::NcclCollectives(const std::vector<int>& devices) {
@@ -159,11 +203,13 @@ NcclCollectives::NcclCollectives(const std::vector<int>& devices) {
   comms_ = std::make_unique<Communicators>();
   comms_->devices = devices;
   comms_->comms.assign(devices.size(), nullptr);
+  comms_->aborted = std::make_unique<bool[]>(devices.size());
   MCD_NCCL_CHECK(
       api.ncclCommInitAll(comms_->comms.data(), static_cast<int>(devices.size()), devices.data()));
   for (std::size_t r = 0; r < devices.size(); ++r)
-    replicas_.push_back(std::make_unique<Replica>(
-        comms_->comms[r], static_cast<int>(devices.size()), static_cast<int>(r), devices[r]));
+    replicas_.push_back(
+        std::make_unique<Replica>(comms_->comms[r], static_cast<int>(devices.size()),
+                                  static_cast<int>(r), devices[r], &comms_->aborted[r]));
 }
 
 bool NcclCollectives::available(std::string* why) {
@@ -176,7 +222,7 @@ int NcclCollectives::version() {
   return require_nccl().version;
 }
 
-#else  // built without nccl.h: the same interface, always unavailable
+#else  // built without a usable nccl.h: the same interface, always unavailable
 
 struct NcclCollectives::Communicators {
   std::vector<int> devices;
@@ -184,16 +230,22 @@ struct NcclCollectives::Communicators {
 class NcclCollectives::Replica : public Collective {};
 
 NcclCollectives::NcclCollectives(const std::vector<int>&) {
-  fail("NcclCollectives: this build has no NCCL (nccl.h was not found when it was built)");
+  fail(
+      "NcclCollectives: this build has no NCCL (no nccl.h of version 2.10 or later was found when "
+      "it was built)");
 }
 
 bool NcclCollectives::available(std::string* why) {
-  if (why != nullptr) *why = "this build has no NCCL (nccl.h was not found when it was built)";
+  if (why != nullptr)
+    *why =
+        "this build has no NCCL (no nccl.h of version 2.10 or later was found when it was built)";
   return false;
 }
 
 int NcclCollectives::version() {
-  fail("NcclCollectives: this build has no NCCL (nccl.h was not found when it was built)");
+  fail(
+      "NcclCollectives: this build has no NCCL (no nccl.h of version 2.10 or later was found when "
+      "it was built)");
 }
 
 #endif

@@ -7,6 +7,7 @@
 //     averaged BatchNorm statistics, bit for bit against the step written out by hand;
 //   - the meta step's C-Net gradient over two shards against central finite differences of the
 //     whole lookahead objective (theta' from the averaged gradient, M over both meta shards).
+#include <chrono>
 #include <cmath>
 #include <functional>
 #include <memory>
@@ -39,6 +40,8 @@ using mcd::testing::random_tensor;
 namespace {
 
 constexpr std::int64_t kClasses = 4, kSize = 8;
+// A regression that leaves a replica waiting fails the test instead of hanging it.
+constexpr std::chrono::milliseconds kNoHang{120000};
 
 // Runs body(r) on one thread per replica; rethrows the first failure after all have ended.
 void on_replicas(int replicas, const std::function<void(int)>& body) {
@@ -117,7 +120,7 @@ World make_world(std::uint64_t seed, DType dtype) {
 TEST_CASE("ThreadCollectives: every replica gets the mean, summed in rank order",
           "[distill][parallel]") {
   constexpr int R = 3;
-  ThreadCollectives group(R);
+  ThreadCollectives group(R, kNoHang);
   CHECK(group.size() == R);
   CHECK(group.replica(2).rank() == 2);
   CHECK_THROWS_WITH(group.replica(3), Catch::Contains("replica 3 of 3"));
@@ -149,7 +152,7 @@ TEST_CASE("ThreadCollectives: every replica gets the mean, summed in rank order"
 TEST_CASE("ThreadCollectives: replicas that disagree, and abort, fail every replica",
           "[distill][parallel]") {
   {
-    ThreadCollectives group(2);
+    ThreadCollectives group(2, kNoHang);
     CHECK_THROWS_WITH(on_replicas(2,
                                   [&](int r) {
                                     Tensor t = Tensor::zeros({r == 0 ? 3 : 4}, DType::Float64);
@@ -159,7 +162,7 @@ TEST_CASE("ThreadCollectives: replicas that disagree, and abort, fail every repl
                           Catch::Contains("replica 0 reduces [float64[3] ]"));
   }
   {
-    ThreadCollectives group(2);
+    ThreadCollectives group(2, kNoHang);
     // Replica 1 fails before its reduction; replica 0 would wait for ever without abort().
     CHECK_THROWS_WITH(on_replicas(2,
                                   [&](int r) {
@@ -212,7 +215,7 @@ TEST_CASE("replicas given the same shard train exactly as one trainer on it",
   std::vector<World> replicas;
   replicas.push_back(make_world(3, DType::Float32));
   replicas.push_back(make_world(3, DType::Float32));
-  ThreadCollectives group(2);
+  ThreadCollectives group(2, kNoHang);
   std::vector<std::int64_t> meta_steps(2);
   on_replicas(2, [&](int r) {
     const auto i = static_cast<std::size_t>(r);
@@ -250,7 +253,7 @@ TEST_CASE("replicas given different shards take the step of the averaged gradien
   std::vector<World> replicas;
   replicas.push_back(make_world(5, DType::Float64));
   replicas.push_back(make_world(5, DType::Float64));
-  ThreadCollectives group(2);
+  ThreadCollectives group(2, kNoHang);
   on_replicas(2, [&](int r) {
     World& w = replicas[static_cast<std::size_t>(r)];
     distill::Trainer trainer(w.students, w.teacher, distill::kd_weighting(kd_alpha), tau);
@@ -350,7 +353,7 @@ TEST_CASE("the meta step over two shards gives the whole batch's C-Net gradient"
   replicas.push_back(make_world(9, DType::Float64));
   replicas.push_back(make_world(9, DType::Float64));
   std::vector<distill::MetaStepResult> results(2);
-  ThreadCollectives group(2);
+  ThreadCollectives group(2, kNoHang);
   on_replicas(2, [&](int r) {
     const auto i = static_cast<std::size_t>(r);
     prepare(replicas[i]);
@@ -440,4 +443,43 @@ TEST_CASE("the meta step over two shards gives the whole batch's C-Net gradient"
   INFO(fmt::format("directional: numeric {:.15g} analytic {:.15g}", numeric, analytic));
   REQUIRE(std::abs(analytic) > 0);
   CHECK(std::abs(numeric - analytic) <= 1e-6 * std::abs(analytic));
+}
+
+TEST_CASE("a replica whose step fails makes the others fail instead of wait",
+          "[distill][parallel]") {
+  // Replica 1's shard has a label out of range: its step throws before its first reduction and
+  // aborts the group, so replica 0, waiting there (or about to), fails too.
+  Generator gen(13);
+  std::vector<World> replicas;
+  replicas.push_back(make_world(15, DType::Float64));
+  replicas.push_back(make_world(15, DType::Float64));
+  std::vector<data::Batch> shards(2);
+  for (std::int64_t r = 0; r < 2; ++r) {
+    shards[static_cast<std::size_t>(r)].images = random_tensor({4, 1, kSize, kSize}, gen);
+    shards[static_cast<std::size_t>(r)].labels =
+        Tensor::from_vector<std::int64_t>({0, 1, r == 1 ? kClasses : 2, 3}, {4});
+  }
+  ThreadCollectives group(2, kNoHang);
+  std::vector<std::string> errors(2);
+  on_replicas(2, [&](int r) {
+    const auto i = static_cast<std::size_t>(r);
+    World& w = replicas[i];
+    distill::Trainer trainer(w.students, w.teacher, distill::kd_weighting(0.5), 2.0);
+    trainer.set_collective(&group.replica(r));
+    try {
+      trainer.step(shards[i]);
+    } catch (const std::exception& e) {
+      errors[i] = e.what();
+    }
+  });
+  CHECK_THAT(errors[1], Catch::Contains("4"));
+  CHECK_THAT(errors[0], Catch::Contains("aborted by replica 1"));
+}
+
+TEST_CASE("ThreadCollectives: a replica that never comes fails the others after the timeout",
+          "[distill][parallel]") {
+  ThreadCollectives group(2, std::chrono::milliseconds(50));
+  Tensor t = Tensor::zeros({2}, DType::Float64);
+  CHECK_THROWS_WITH(group.replica(0).all_reduce_mean({t}),
+                    Catch::Contains("replica 0 waited 50 ms for the others"));
 }

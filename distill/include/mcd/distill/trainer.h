@@ -280,13 +280,19 @@ class Trainer {
 
   // Data parallelism (engine/collective.h): this trainer is replica `collective->rank()` of
   // `collective->size()`, each given its own shard of every batch (the same number of samples
-  // each) and holding the same models. Every student's gradient is averaged over the replicas
-  // before its SGD step, so is everything the meta step differentiates, and the students' and
-  // the policy's floating buffers (BatchNorm's running statistics) after every step: the
-  // replicas stay identical and train as one model on the union of their shards, with
-  // BatchNorm's batch statistics per shard. Meters count the replica's own shard. nullptr (the
-  // default): alone. The collective must outlive the steps; graphs are captured only when its
-  // reductions may be (Collective::capturable).
+  // each: drop an uneven last batch, or the replicas' graphs and reductions no longer match) and
+  // holding the same models. After every student's backward their gradients are averaged over
+  // the replicas together, then each takes its SGD step; the meta step averages what it
+  // differentiates; the students' and the policy's floating buffers (BatchNorm's running
+  // statistics) are averaged after every step. So the replicas stay identical and train as one
+  // model on the union of their shards, with BatchNorm's batch statistics per shard. Meters count
+  // the replica's own shard. A replica whose step fails aborts the collective, so the others
+  // fail rather than wait; with several replicas a failed graph capture is such a failure (they
+  // must capture and replay alike). Graphs are captured only when the reductions may be
+  // (Collective::capturable). The collective must outlive the steps and the graphs that hold
+  // its reductions (reset_graphs, or the trainer's end). nullptr (the default): alone.
+  // The meta step reduces each student's gradients on that student's lane, and NCCL runs one
+  // communicator's operations in order: with several GPUs the meta step's lanes then take turns.
   void set_collective(Collective* collective);
   Collective* collective() const { return collective_; }
 
@@ -350,9 +356,10 @@ class Trainer {
                          const std::function<void(const LabelledBatch&)>& record,
                          const std::function<void()>& drop_outputs);
   GraphKey graph_key(const data::Batch& batch) const;
-  // With replicas: the student's gradients averaged (before its SGD step), and every floating
-  // buffer of the students and the policy's models (at the end of a step).
-  void average_gradients(Student& s);
+  // With replicas: after every student's backward, their gradients averaged together and each
+  // student's SGD step on its lane (in `order`); at the end of a step, every floating buffer of
+  // the students and of the policy's models averaged.
+  void step_averaged(const StudentStreams& lanes, const std::vector<std::size_t>& order);
   void average_buffers();
   std::vector<HostCounter> host_counters();
   void accumulate_meters(PendingMeters& step);  // waits for the copies if need be

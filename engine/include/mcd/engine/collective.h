@@ -8,7 +8,9 @@
 // host or any device through host copies: the reference, and what the CPU tests run), and NCCL's
 // for one process driving several GPUs (mcd/kernels/cuda/nccl_collectives.h).
 #pragma once
+#include <chrono>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include <mcd/engine/tensor.h>
@@ -20,25 +22,33 @@ class Collective {
   virtual ~Collective() = default;
   virtual int size() const = 0;  // the replicas, R
   virtual int rank() const = 0;  // this one, 0 .. R - 1
-  // Replaces every tensor, in place, by its mean over the replicas. Every replica calls it with
-  // tensors of the same shapes and dtypes, in the same order, for the same reductions (each
-  // call waits for the others' matching call). Undefined tensors are skipped (they must be
-  // undefined on every replica). On a device the work is queued on the tensors' device's
-  // current stream, after the work queued there so far.
+  // Replaces every tensor, in place, by its mean over the replicas; views (strided, transposed)
+  // are written through. Every replica calls it with tensors of the same shapes and dtypes, in
+  // the same order, for the same reductions (each call waits for the others' matching call).
+  // Undefined tensors are skipped (they must be undefined on every replica). On a device the
+  // work is queued on the tensors' device's current stream, after the work queued there so far.
   virtual void all_reduce_mean(const std::vector<Tensor>& tensors) = 0;
   // Whether all_reduce_mean queues device work only, so that it may be captured as part of a
-  // graph (NCCL's may; the host's waits for the other threads).
+  // graph (NCCL's may; the host's waits for the other threads). Replicas must then capture and
+  // replay alike (Trainer::set_collective).
   virtual bool capturable() const { return false; }
+  // A replica that fails calls this, so that the others, waiting in a reduction or about to,
+  // fail too instead of waiting for ever. The group cannot be used afterwards.
+  virtual void abort(const std::string& why) = 0;
 };
 
 // Replicas as threads of one process: replica(r) is used by thread r only. A reduction waits
 // until every replica has called it, then each gets the mean, summed in rank order in float64
 // (so the result is the same on every replica and from run to run) and rounded once to the
 // tensor's dtype. A replica that throws while others wait in a reduction would leave them
-// waiting: abort() wakes them with an error.
+// waiting: abort() (or any replica's Collective::abort) wakes them with an error. After any
+// failure (an abort, or replicas whose reductions disagree) every later reduction fails too:
+// make a new group. With a timeout, a replica that waits longer than that for the others fails
+// the group (a replica stuck or gone without an abort); none (zero) by default.
 class ThreadCollectives {
  public:
-  explicit ThreadCollectives(int replicas);
+  explicit ThreadCollectives(int replicas,
+                             std::chrono::milliseconds timeout = std::chrono::milliseconds(0));
   ~ThreadCollectives();
   ThreadCollectives(const ThreadCollectives&) = delete;
   ThreadCollectives& operator=(const ThreadCollectives&) = delete;

@@ -2,6 +2,11 @@
 // GPU, each driven by a host thread of its own, averaging through NCCL (ncclAllReduce with
 // ncclAvg, queued on the replica's current stream, so it may be captured into a CUDA graph).
 //
+// Several GPUs in one process with CUDA graphs: NCCL's documentation warns that a thread's
+// cudaFree or cudaMalloc (a graph capture empties the caching allocator first) can wait for
+// another GPU's NCCL kernel that waits for this thread: one process per GPU is the safe layout
+// for graphs, and this class is for one process driving all (tested with one GPU only).
+//
 // NCCL is loaded when first needed (libnccl.so.2, found as the dynamic loader finds libraries:
 // LD_LIBRARY_PATH, the system's paths), so a program that never averages over GPUs runs where
 // NCCL is not installed. Every NCCL call is checked: a failure throws mcd::Error naming the

@@ -179,12 +179,17 @@ MetaStepResult meta_gradient(const std::vector<StudentRef>& students, nn::CNet& 
   const DType dtype = w.dtype();
   Tensor weight_grad = Tensor::zeros({B, 2 * static_cast<std::int64_t>(K)}, dtype, w.device());
 
-  fork_lanes();
-  for (std::size_t k = 0; k < K; ++k) {
-    const StreamGuard on(lane[k]);
-    nn::Module& model = *students[k].model;
-    const optim::Sgd& opt = *students[k].optimizer;
-    const auto& p = params[k];
+  // Each student's passes come in three phases: (a) its gradient g at theta, (b) theta', M_k and
+  // v_k at theta', theta restored, (c) the inner products by one JVP. Alone, each student runs
+  // a, b and c in turn, so one student's graphs are alive at a time. With replicas every
+  // student's (a) comes first, then one reduction of all the g, every (b), one reduction of all
+  // the v, every (c): no lane waits for another lane's reduction (NCCL runs a communicator's
+  // operations one after another, whatever stream they are queued on).
+  std::vector<std::vector<Tensor>> g(K), v(K);
+  std::vector<Tensor> z(K);  // the logits at theta, detached, for (c)
+
+  // (a) 1. The loss at theta with the C-Net's weights and its gradient.
+  auto gradient_at_theta = [&](std::size_t k) {
     const auto ki = static_cast<std::int64_t>(k);
     Tensor dz;
     if (joint) {
@@ -197,22 +202,26 @@ MetaStepResult meta_gradient(const std::vector<StudentRef>& students, nn::CNet& 
       dz = own.grad_logits.squeeze(0);
       student_losses[k] = own.loss;
     }
-    const std::vector<Tensor> g = grad({logits[k]}, p, {dz});
-    if (collective != nullptr) collective->all_reduce_mean(g);  // theta' of the whole batch
+    g[k] = grad({logits[k]}, params[k], {dz});
     // The graph at theta_k has served: dropping it now keeps it out of the lookahead passes.
-    const Tensor z_k = logits[k].detach();
+    z[k] = logits[k].detach();
     logits[k] = Tensor();
+  };
 
-    // 2. theta' = theta - eta d(theta; g); M_k and v_k at theta' (training-mode BatchNorm).
+  // (b) 2. theta' = theta - eta d(theta; g); M_k and v_k at theta' (training-mode BatchNorm).
+  auto gradient_at_lookahead = [&](std::size_t k) {
+    nn::Module& model = *students[k].model;
+    const optim::Sgd& opt = *students[k].optimizer;
+    const auto& p = params[k];
     std::vector<Tensor> saved;
-    std::vector<Tensor> v;
     {
       NoGradGuard no_grad;
       for (std::size_t i = 0; i < p.size(); ++i) {
         saved.push_back(p[i].detach().clone());
-        Tensor(p[i]).add_(opt.lookahead_direction(i, g[i]), -opt.lr());
+        Tensor(p[i]).add_(opt.lookahead_direction(i, g[k][i]), -opt.lr());
       }
     }
+    g[k].clear();
     auto restore_theta = [&] {
       NoGradGuard no_grad;
       for (std::size_t i = 0; i < p.size(); ++i)
@@ -223,19 +232,25 @@ MetaStepResult meta_gradient(const std::vector<StudentRef>& students, nn::CNet& 
       TrainModeScope mode(model);
       const Tensor m = mean(cross_entropy(model(val.images), val.labels));
       meta_losses[k] = m.detach().reshape({1});  // read after the lanes join: no wait here
-      v = grad({m}, p);
-      if (collective != nullptr) collective->all_reduce_mean(v);  // M_k on the whole meta batch
+      v[k] = grad({m}, p);
     } catch (...) {
       restore_theta();  // a failure must not leave the student at theta' (to be trained or saved)
       throw;
     }
     restore_theta();
+  };
 
-    // 3. All B inner products <c v_k, grad_theta ce_ki> and <c v_k, grad_theta kl_ki> by one
-    //    forward-mode pass at theta_k, tangent c_i v_i on parameter i.
+  // (c) 3. All B inner products <c v_k, grad_theta ce_ki> and <c v_k, grad_theta kl_ki> by one
+  //     forward-mode pass at theta_k, tangent c_i v_i on parameter i.
+  auto inner_products = [&](std::size_t k) {
+    nn::Module& model = *students[k].model;
+    const optim::Sgd& opt = *students[k].optimizer;
+    const auto& p = params[k];
+    const auto ki = static_cast<std::int64_t>(k);
     std::vector<Tensor> tangents;
     for (std::size_t i = 0; i < p.size(); ++i)
-      tangents.push_back(mul(v[i], direction_gradient_factor(opt, i)));
+      tangents.push_back(mul(v[k][i], direction_gradient_factor(opt, i)));
+    v[k].clear();
     Tensor logit_tangent;
     {
       NoGradGuard no_grad;
@@ -246,15 +261,48 @@ MetaStepResult meta_gradient(const std::vector<StudentRef>& students, nn::CNet& 
     buffers[k].restore();
     MCD_CHECK(logit_tangent.defined(), "meta_gradient: student {} produced no tangent", k);
 
-    std::vector<Tensor> one_logits = {z_k};
+    std::vector<Tensor> one_logits = {z[k]};
     const FusedLossJvp j =
         fused_distill_loss_jvp(one_logits, teacher, train.labels, alpha.slice(0, ki, ki + 1),
                                beta.slice(0, ki, ki + 1), {logit_tangent});
+    z[k] = Tensor();
     const double scale = -opt.lr() / static_cast<double>(B);
     // dM/dalpha_ki and dM/dbeta_ki into columns 2k and 2k+1.
     weight_grad.slice(1, 2 * ki, 2 * ki + 1).copy_(mul(j.ce_t, scale).reshape({B, 1}));
     weight_grad.slice(1, 2 * ki + 1, 2 * ki + 2)
         .copy_(mul(j.kl_t, scale * tau * tau).reshape({B, 1}));
+  };
+
+  auto on_lane = [&](std::size_t k, const auto& phase) {
+    const StreamGuard on(lane[k]);
+    phase(k);
+  };
+  // The replicas' mean of every student's tensors in `per_student`, in one reduction on main.
+  auto average = [&](const std::vector<std::vector<Tensor>>& per_student) {
+    join_lanes();
+    std::vector<Tensor> all;
+    for (const auto& ts : per_student)
+      all.insert(all.end(), ts.begin(), ts.end());
+    collective->all_reduce_mean(all);
+    fork_lanes();
+  };
+
+  fork_lanes();
+  if (collective == nullptr) {
+    for (std::size_t k = 0; k < K; ++k) {
+      on_lane(k, gradient_at_theta);
+      on_lane(k, gradient_at_lookahead);
+      on_lane(k, inner_products);
+    }
+  } else {
+    for (std::size_t k = 0; k < K; ++k)
+      on_lane(k, gradient_at_theta);
+    average(g);  // theta' of the whole batch
+    for (std::size_t k = 0; k < K; ++k)
+      on_lane(k, gradient_at_lookahead);
+    average(v);  // M_k's gradient on the whole meta batch
+    for (std::size_t k = 0; k < K; ++k)
+      on_lane(k, inner_products);
   }
   join_lanes();
 

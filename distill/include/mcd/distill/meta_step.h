@@ -68,7 +68,9 @@ struct MetaStepResult {
 // and `val` its shards of the batch and the meta batch: the lookahead gradients and the meta
 // gradients v_k are averaged over the replicas (so theta' and v are those of the whole batches),
 // and so are the C-Net's gradient and the meta losses returned, which are then the whole
-// batches' on every replica (weights, student_losses and weight_grad stay the shard's).
+// batches' on every replica (weights, student_losses and weight_grad stay the shard's). Each of
+// those reductions covers every student at once, on the caller's stream between joins of the
+// lanes, so no lane waits for another's.
 MetaStepResult meta_gradient(const std::vector<StudentRef>& students, nn::CNet& cnet,
                              const LabelledBatch& train, const TeacherTargets& teacher,
                              const LabelledBatch& val, const std::vector<StreamRef>& lanes = {},

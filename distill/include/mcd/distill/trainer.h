@@ -291,8 +291,6 @@ class Trainer {
   // must capture and replay alike). Graphs are captured only when the reductions may be
   // (Collective::capturable). The collective must outlive the steps and the graphs that hold
   // its reductions (reset_graphs, or the trainer's end). nullptr (the default): alone.
-  // The meta step reduces each student's gradients on that student's lane, and NCCL runs one
-  // communicator's operations in order: with several GPUs the meta step's lanes then take turns.
   void set_collective(Collective* collective);
   Collective* collective() const { return collective_; }
 

@@ -147,6 +147,10 @@ std::vector<KeySpec> make_key_table() {
       MCD_KEY("run", "device", run.device, device_name(),
               "where to train: cpu, or cuda (GPU 0) or cuda:N (GPU N); the CPU, with a message, "
               "when no GPU or no CUDA backend is available"),
+      MCD_KEY("run", "devices", run.devices, device_name(),
+              "data parallelism: one replica of every model per entry, each trained on its "
+              "share of every batch (all \"cpu\", replicas as threads, or distinct GPUs, "
+              "averaged through NCCL); run.device is then the first; empty: one, on run.device"),
       MCD_KEY("run", "student_streams", run.student_streams, any_value(),
               "cuda: run the teacher and each student on a stream of their own, side by side "
               "(same results; false: everything on one stream)"),
@@ -487,9 +491,12 @@ void set_value(Config& cfg, const KeySpec& k, const toml::node& node, const Sour
           for (const auto& item : *a) {
             const auto* s = item.as_string();
             if (!s) fail_expected(src, k, got);
-            if (!k.check.choices.empty() &&
-                std::find(k.check.choices.begin(), k.check.choices.end(), s->get()) ==
-                    k.check.choices.end())
+            const bool known = k.check.accepts != nullptr
+                                   ? k.check.accepts(s->get())
+                                   : k.check.choices.empty() ||
+                                         std::find(k.check.choices.begin(), k.check.choices.end(),
+                                                   s->get()) != k.check.choices.end();
+            if (!known)
               fail_expected(src, k, got, fmt::format(" ({} is not one of them)", quote(s->get())));
             if (s->get().empty()) fail_expected(src, k, got, " (an empty name)");
             if (k.check.distinct && std::find(items.begin(), items.end(), s->get()) != items.end())

@@ -25,7 +25,9 @@ struct RunConfig {
   std::int64_t seed = 0;
   std::int64_t threads = 0;  // 0: all cores
   bool progress = true;
-  std::string device = "cpu";   // cpu | cuda (falls back to the CPU when no device is usable)
+  std::string device = "cpu";  // cpu | cuda (falls back to the CPU when no device is usable)
+  // Data parallelism: one replica per entry (all "cpu", or distinct GPUs); empty: run.device.
+  std::vector<std::string> devices;
   bool student_streams = true;  // cuda: each student on a stream of its own
   // cuda, with student_streams: 0 (or n >= K), a stream per student; 1 <= n < K, n streams
   std::int64_t shared_student_streams = 0;

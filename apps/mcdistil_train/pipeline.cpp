@@ -90,7 +90,7 @@ struct MethodContext {
   const Config& c;
   const DataSplits& d;
   const data::Dataset& train;
-  std::shared_ptr<nn::Module> teacher;
+  ModelSource teacher;  // the trained teacher, loaded by every stage onto its devices
   const StageResult& warm;
   const RunDirectory& run;
   const PipelineOptions& o;
@@ -110,7 +110,7 @@ StageSpec method_stage(const MethodContext& x, std::string name, const std::stri
           x.c.run.progress};
 }
 
-std::unique_ptr<distill::WeightingPolicy> make_cnet_policy(const MethodContext& x) {
+std::unique_ptr<distill::WeightingPolicy> make_cnet_policy(const MethodContext& x, Device device) {
   const Config& c = x.c;
   const auto seed = static_cast<std::uint64_t>(c.run.seed);
   nn::CNetConfig cc;
@@ -121,7 +121,7 @@ std::unique_ptr<distill::WeightingPolicy> make_cnet_policy(const MethodContext& 
   cc.image = {x.train.channels, 0, x.train.height};
   Generator gen(seed * 31 + 7);
   auto cnet = std::make_shared<nn::CNet>(cc, gen);
-  cnet->to(x.d.device);  // before Adam holds any state
+  cnet->to(device);  // before Adam holds any state
   optim::AdamOptions adam;
   adam.lr = c.cnet.lr;
   adam.weight_decay = c.cnet.weight_decay;
@@ -139,15 +139,15 @@ std::unique_ptr<distill::WeightingPolicy> make_cnet_policy(const MethodContext& 
 StageResult run_method(const MethodContext& x, const std::string& method) {
   const StageSpec s = method_stage(x, method, method, x.c.students.archs, x.warm.best_checkpoints);
   PolicyFactory make_policy;
-  std::vector<std::shared_ptr<nn::Module>> teachers;
+  std::vector<ModelSource> teachers;
   if (method == "ce") {
-    make_policy = [] { return distill::ce_weighting(); };
+    make_policy = [](Device) { return distill::ce_weighting(); };
   } else {
     teachers = {x.teacher};
     if (method == "kd")
-      make_policy = [&] { return distill::kd_weighting(x.c.distill.kd_alpha); };
+      make_policy = [&](Device) { return distill::kd_weighting(x.c.distill.kd_alpha); };
     else
-      make_policy = [&] { return make_cnet_policy(x); };
+      make_policy = [&](Device device) { return make_cnet_policy(x, device); };
   }
   return run_stage(s, x.d, teachers, make_policy, x.c.distill.tau, x.run, x.o.resume, x.stop,
                    x.o.stop_after_steps);
@@ -177,7 +177,7 @@ std::vector<std::size_t> largest_first(const MethodContext& x) {
 // students in their configured order; its time is that of all hops, per epoch.
 StageResult run_chain(const MethodContext& x, const std::string& method) {
   const std::vector<std::string>& archs = x.c.students.archs;
-  std::vector<std::shared_ptr<nn::Module>> guides = {x.teacher};
+  std::vector<ModelSource> guides = {x.teacher};
   StageResult chain;
   chain.models.resize(archs.size());
   chain.best_checkpoints.resize(archs.size());
@@ -186,13 +186,13 @@ StageResult run_chain(const MethodContext& x, const std::string& method) {
     ++hop;
     const StageSpec s = method_stage(x, fmt::format("{}_hop{}", method, hop), method, {archs[k]},
                                      {x.warm.best_checkpoints[k]});
-    std::vector<std::shared_ptr<nn::Module>> teachers =
-        method == "takd" ? std::vector<std::shared_ptr<nn::Module>>{guides.back()} : guides;
+    const std::vector<ModelSource> teachers =
+        method == "takd" ? std::vector<ModelSource>{guides.back()} : guides;
     PolicyFactory make_policy;
     if (method == "takd")
-      make_policy = [&] { return distill::kd_weighting(x.c.distill.kd_alpha); };
+      make_policy = [&](Device) { return distill::kd_weighting(x.c.distill.kd_alpha); };
     else
-      make_policy = [&] {
+      make_policy = [&](Device) {
         return std::make_unique<distill::DgkdWeighting>(
             x.c.distill.kd_alpha, x.c.distill.dgkd_drop,
             static_cast<std::uint64_t>(x.c.run.seed) + 5);
@@ -206,7 +206,7 @@ StageResult run_chain(const MethodContext& x, const std::string& method) {
     chain.device_peak_bytes = std::max(chain.device_peak_bytes, r.device_peak_bytes);
     chain.device_peak_reserved_bytes =
         std::max(chain.device_peak_reserved_bytes, r.device_peak_reserved_bytes);
-    guides.push_back(load_model(archs[k], x.train, r.best_checkpoints[0], x.d.device));
+    guides.push_back({archs[k], r.best_checkpoints[0]});
   }
   chain.seconds_per_epoch =
       x.c.distill.epochs > 0 ? chain.seconds / static_cast<double>(x.c.distill.epochs) : 0.0;
@@ -280,6 +280,18 @@ int run_pipeline(const Config& c, const PipelineOptions& o, const std::atomic<bo
   }
   DataSplits d = make_splits(c, dataset);
   d.device = resolve_device(c.run.device);
+  // Data parallelism: one replica per device of run.devices, averaged through their collective.
+  std::unique_ptr<ReplicaGroup> replica_group;
+  if (c.run.devices.size() >= 2) {
+    d.replicas = resolve_replica_devices(c.run.devices);
+    if (d.replicas.size() >= 2) {
+      d.device = d.replicas.front();
+      replica_group = make_replica_group(d.replicas);
+      d.collective = [&](int rank) -> Collective& { return replica_group->replica(rank); };
+    } else {
+      d.replicas.clear();
+    }
+  }
   d.student_streams = c.run.student_streams;
   d.shared_student_streams = static_cast<std::size_t>(c.run.shared_student_streams);
   d.graphs = c.run.cuda_graphs;
@@ -314,13 +326,13 @@ int run_pipeline(const Config& c, const PipelineOptions& o, const std::atomic<bo
                 seed + 1,
                 c.run.progress};
     StageResult r = run_stage(
-        s, d, {}, [] { return distill::ce_weighting(); }, c.distill.tau, run, o.resume, stop,
-        o.stop_after_steps);
+        s, d, {}, [](Device) { return distill::ce_weighting(); }, c.distill.tau, run, o.resume,
+        stop, o.stop_after_steps);
     teacher_summary = r.models[0];
     teacher_path = r.best_checkpoints[0];
   }
-  auto teacher = load_model(c.teacher.arch, dataset.train, teacher_path, d.device);
   if (!c.teacher.checkpoint.empty()) {
+    const auto teacher = load_model(c.teacher.arch, dataset.train, teacher_path, d.device);
     std::vector<std::int64_t> test_idx(static_cast<std::size_t>(dataset.test.size()));
     for (std::size_t i = 0; i < test_idx.size(); ++i)
       test_idx[i] = static_cast<std::int64_t>(i);
@@ -349,11 +361,12 @@ int run_pipeline(const Config& c, const PipelineOptions& o, const std::atomic<bo
                  seed + 2,
                  c.run.progress};
   const StageResult warm_result = run_stage(
-      warm, d, {}, [] { return distill::ce_weighting(); }, c.distill.tau, run, o.resume, stop,
-      o.stop_after_steps);
+      warm, d, {}, [](Device) { return distill::ce_weighting(); }, c.distill.tau, run, o.resume,
+      stop, o.stop_after_steps);
 
   // 3. Each method from the same warm-started students, on the same batches.
-  const MethodContext ctx{c, d, dataset.train, teacher, warm_result, run, o, stop};
+  const MethodContext ctx{c,   d, dataset.train, {c.teacher.arch, teacher_path}, warm_result,
+                          run, o, stop};
   std::vector<std::pair<std::string, StageResult>> results;
   for (const std::string& method : c.run.methods)
     results.emplace_back(method, method == "takd" || method == "dgkd" ? run_chain(ctx, method)

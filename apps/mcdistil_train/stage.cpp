@@ -16,6 +16,7 @@
 #include <mcd/models/registry.h>
 
 #include "progress.h"
+#include "replica_threads.h"
 
 namespace mcd::app {
 namespace {
@@ -176,12 +177,53 @@ StageResult result_from_json(const nlohmann::json& j) {
   return r;
 }
 
+// One replica of every model of the stage, on one device (collective.h). The trainer holds a
+// reference to `students`: a replica never moves.
+struct Replica {
+  Device device;
+  std::vector<distill::Student> students;
+  std::unique_ptr<distill::Trainer> trainer;
+};
+
+std::shared_ptr<nn::Module> load_teacher(const ModelSource& source, const data::Dataset& d,
+                                         Device device) {
+  Generator gen(0);
+  auto m = nn::make_model(source.arch, {d.channels, d.num_classes, d.height}, gen);
+  m->load_state_dict(load_safetensors(source.checkpoint).tensors, source.checkpoint);
+  m->to(device);
+  m->eval();
+  return m;
+}
+
+// Replica r's rows of `batch`: equal shares, the rows that do not divide among the replicas
+// left out (a last batch's few), so that every replica sees the same shapes.
+data::Batch share_of(const data::Batch& batch, int rank, int replicas) {
+  const std::int64_t each = batch.labels.numel() / replicas;
+  data::Batch b;
+  b.images = batch.images.slice(0, rank * each, (rank + 1) * each);
+  b.labels = batch.labels.slice(0, rank * each, (rank + 1) * each);
+  return b;
+}
+
+// Adds every replica's meters into replica 0's (which the reports read) and clears the others.
+void gather_meters(std::vector<std::unique_ptr<Replica>>& replicas) {
+  for (std::size_t r = 1; r < replicas.size(); ++r)
+    for (std::size_t k = 0; k < replicas[0]->students.size(); ++k) {
+      std::vector<double> sum = replicas[0]->students[k].meters.to_vector();
+      const std::vector<double> more = replicas[r]->students[k].meters.to_vector();
+      for (std::size_t i = 0; i < sum.size(); ++i)
+        sum[i] += more[i];
+      replicas[0]->students[k].meters = distill::Meters::from_vector(sum);
+      replicas[r]->students[k].meters.reset();
+    }
+}
+
 }  // namespace
 
 StageResult run_stage(const StageSpec& spec, const DataSplits& d,
-                      std::vector<std::shared_ptr<nn::Module>> teachers,
-                      const PolicyFactory& make_policy, double tau, const RunDirectory& run,
-                      bool resume, const std::atomic<bool>& stop, std::int64_t stop_after_steps) {
+                      const std::vector<ModelSource>& teachers, const PolicyFactory& make_policy,
+                      double tau, const RunDirectory& run, bool resume,
+                      const std::atomic<bool>& stop, std::int64_t stop_after_steps) {
   const std::string done_name = spec.name + "_done.json";
   if (resume && std::filesystem::exists(run.file(done_name))) {
     std::ifstream in(run.file(done_name));
@@ -195,38 +237,73 @@ StageResult run_stage(const StageSpec& spec, const DataSplits& d,
   }
 
   const data::Dataset& train = *d.train;
-  std::vector<distill::Student> students;
-  for (std::size_t k = 0; k < spec.archs.size(); ++k) {
-    Generator gen(spec.seed * 1000003 + k);
-    distill::Student s;
-    s.name = spec.archs[k];
-    s.model = nn::make_model(spec.archs[k], {train.channels, train.num_classes, train.height}, gen);
-    if (k < spec.init_checkpoints.size() && !spec.init_checkpoints[k].empty()) {
-      try {
-        const SafetensorsFile f = load_safetensors(spec.init_checkpoints[k]);
-        s.model->load_state_dict(f.tensors, spec.init_checkpoints[k]);
-      } catch (const Error& e) {
-        fail("stage {}: cannot initialise model {} ({}) from {}: {}", spec.name, k, spec.archs[k],
-             spec.init_checkpoints[k], e.what());
+  const std::vector<Device> devices =
+      d.replicas.empty() ? std::vector<Device>{d.device} : d.replicas;
+  const int R = static_cast<int>(devices.size());
+  MCD_CHECK(R == 1 || d.batch_size >= R,
+            "stage {}: a batch of {} cannot be shared among {} replicas", spec.name, d.batch_size,
+            R);
+  std::vector<std::unique_ptr<Replica>> replicas;
+  for (int rank = 0; rank < R; ++rank) {
+    auto rep = std::make_unique<Replica>();
+    rep->device = devices[static_cast<std::size_t>(rank)];
+    // Every replica starts from the same weights: the same seeds, the same checkpoints.
+    for (std::size_t k = 0; k < spec.archs.size(); ++k) {
+      Generator gen(spec.seed * 1000003 + k);
+      distill::Student s;
+      s.name = spec.archs[k];
+      s.model =
+          nn::make_model(spec.archs[k], {train.channels, train.num_classes, train.height}, gen);
+      if (k < spec.init_checkpoints.size() && !spec.init_checkpoints[k].empty()) {
+        try {
+          const SafetensorsFile f = load_safetensors(spec.init_checkpoints[k]);
+          s.model->load_state_dict(f.tensors, spec.init_checkpoints[k]);
+        } catch (const Error& e) {
+          fail("stage {}: cannot initialise model {} ({}) from {}: {}", spec.name, k, spec.archs[k],
+               spec.init_checkpoints[k], e.what());
+        }
       }
+      s.model->to(rep->device);  // before the optimizer holds any state
+      optim::SgdOptions so;
+      so.lr = spec.optim.lr;
+      so.momentum = spec.optim.momentum;
+      so.weight_decay = spec.optim.weight_decay;
+      so.nesterov = spec.optim.nesterov;
+      s.optimizer = std::make_unique<optim::Sgd>(s.model->parameters(), so);
+      s.schedule = make_schedule(spec.optim, spec.epochs);
+      rep->students.push_back(std::move(s));
     }
-    s.model->to(d.device);  // before the optimizer holds any state
-    optim::SgdOptions so;
-    so.lr = spec.optim.lr;
-    so.momentum = spec.optim.momentum;
-    so.weight_decay = spec.optim.weight_decay;
-    so.nesterov = spec.optim.nesterov;
-    s.optimizer = std::make_unique<optim::Sgd>(s.model->parameters(), so);
-    s.schedule = make_schedule(spec.optim, spec.epochs);
-    students.push_back(std::move(s));
+    std::vector<std::shared_ptr<nn::Module>> teacher_models;
+    for (const ModelSource& t : teachers)
+      teacher_models.push_back(load_teacher(t, train, rep->device));
+    rep->trainer = std::make_unique<distill::Trainer>(rep->students, std::move(teacher_models),
+                                                      make_policy(rep->device), tau);
+    distill::Trainer& trainer = *rep->trainer;
+    trainer.set_concurrent_students(d.student_streams);
+    trainer.set_shared_student_streams(d.shared_student_streams);
+    trainer.set_graphs(d.graphs);
+    // The host queues the next step before it reads a step's meters (the progress bar shows
+    // them one step late); the epoch's report and the checkpoints flush them first.
+    trainer.set_deferred_meters(true);
+    if (R > 1) {
+      trainer.set_collective(&d.collective(rank));
+      // Each replica draws the same meta batch and keeps its share of it.
+      if (auto* c = dynamic_cast<distill::CNetWeighting*>(&trainer.policy()))
+        c->set_meta_share(rank, R);
+    }
+    replicas.push_back(std::move(rep));
   }
-  distill::Trainer trainer(students, std::move(teachers), make_policy(), tau);
-  trainer.set_concurrent_students(d.student_streams);
-  trainer.set_shared_student_streams(d.shared_student_streams);
-  trainer.set_graphs(d.graphs);
-  // The host queues the next step before it reads a step's meters (the progress bar shows them
-  // one step late); the epoch's report and the checkpoints flush them first.
-  trainer.set_deferred_meters(true);
+  // Replica 0's models and trainer are the stage's: evaluated, checkpointed, reported.
+  std::vector<distill::Student>& students = replicas[0]->students;
+  distill::Trainer& trainer = *replicas[0]->trainer;
+  std::unique_ptr<ReplicaThreads> threads;
+  if (R > 1) threads = std::make_unique<ReplicaThreads>(R);
+  // Every replica's meters complete, then added into replica 0's.
+  auto flush_meters = [&] {
+    for (auto& rep : replicas)
+      rep->trainer->flush_meters();
+    gather_meters(replicas);
+  };
 
   data::LoaderOptions lo;
   lo.batch_size = d.batch_size;
@@ -242,8 +319,14 @@ StageResult run_stage(const StageSpec& spec, const DataSplits& d,
   for (const auto& arch : spec.archs)
     p.models.push_back({spec.role, arch});
   if (resume && std::filesystem::exists(last_path(run, spec))) {
-    p = load_checkpoint(last_path(run, spec), spec, trainer);
-    trainer.set_iteration(p.iteration);
+    for (auto& rep : replicas) {
+      p = load_checkpoint(last_path(run, spec), spec, *rep->trainer);
+      rep->trainer->set_iteration(p.iteration);
+      // The checkpoint's meters are every replica's so far: replica 0 holds them.
+      if (rep != replicas.front())
+        for (auto& s : rep->students)
+          s.meters.reset();
+    }
     fmt::print(stderr, "stage {}: resuming at epoch {}, batch {}\n", spec.name, p.epoch + 1,
                p.batch);
   }
@@ -257,21 +340,27 @@ StageResult run_stage(const StageSpec& spec, const DataSplits& d,
   std::string label = spec.name;
   for (; p.epoch < spec.epochs; ++p.epoch) {
     const auto t0 = std::chrono::steady_clock::now();
-    for (auto& s : students)
-      s.optimizer->set_lr(s.schedule->lr_at(p.epoch));
+    for (auto& rep : replicas)
+      for (auto& s : rep->students)
+        s.optimizer->set_lr(s.schedule->lr_at(p.epoch));
     loader.restore(p.epoch, p.batch);
     ProgressBar bar(fmt::format("{} epoch {}/{}", label, p.epoch + 1, spec.epochs),
                     loader.batches_per_epoch(), d.batch_size, spec.progress);
     data::Batch batch;
     while (loader.next(batch)) {
-      trainer.step(batch);
+      if (R == 1)
+        trainer.step(batch);
+      else if (batch.labels.numel() >= R)  // else too few images to share: left out
+        threads->run([&](int rank) {
+          replicas[static_cast<std::size_t>(rank)]->trainer->step(share_of(batch, rank, R));
+        });
       p.batch = loader.position();
       p.iteration = trainer.iteration();
       ++steps_this_process;
       const auto& m = students.back().meters;
       bar.update(p.batch, fmt::format("loss {:.4f}", m.mean(m.loss)));
       if (stop.load() || (stop_after_steps > 0 && steps_this_process >= stop_after_steps)) {
-        trainer.flush_meters();  // the clock then includes the last step's device time
+        flush_meters();  // the clock then includes the last step's device time
         p.seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
         save_checkpoint(run, spec, trainer, p);
         fmt::print(stderr, "\ninterrupted: checkpoint written to {}; rerun with --resume\n",
@@ -279,7 +368,7 @@ StageResult run_stage(const StageSpec& spec, const DataSplits& d,
         throw Interrupted{};
       }
     }
-    trainer.flush_meters();  // waits for the last step, so the clock counts all of them
+    flush_meters();  // waits for the last step, so the clock counts all of them
     const double train_seconds =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     p.seconds += train_seconds;

@@ -7,6 +7,7 @@
 #pragma once
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -37,6 +38,11 @@ struct DataSplits {
   data::Augmentation augmentation;  // training batches only
   std::int64_t loader_threads = 0;
   Device device;  // where every model trains (batches are built on the host and moved there)
+  // Data parallelism: one replica of every model per device here (device is then the first),
+  // each trained on its share of every batch (collective.h). Empty: one replica, on `device`.
+  std::vector<Device> replicas;
+  // The replicas' collective, made by the pipeline when replicas has two devices or more.
+  std::function<Collective&(int rank)> collective;
   bool student_streams = true;  // each student on a stream of its own, where the device has them
   std::size_t shared_student_streams = 0;  // Trainer::set_shared_student_streams
   bool graphs = true;  // repeated steps replayed as CUDA graphs, where the device has them
@@ -68,14 +74,18 @@ struct StageResult {
 
 struct Interrupted {};
 
+// A trained model to load: its architecture and checkpoint.
+struct ModelSource {
+  std::string arch, checkpoint;
+};
+
 // Runs (or, with resume, continues or skips) a stage. `make_policy` builds the weighting
-// policy once the students exist; `teachers` is empty for CE stages, one model for KD and
-// MC-Distil, several for DGKD.
-using PolicyFactory = std::function<std::unique_ptr<distill::WeightingPolicy>()>;
+// policy of a replica on `device` once the students exist; `teachers` is empty for CE stages,
+// one model for KD and MC-Distil, several for DGKD, loaded onto every replica's device.
+using PolicyFactory = std::function<std::unique_ptr<distill::WeightingPolicy>(Device device)>;
 StageResult run_stage(const StageSpec& spec, const DataSplits& data,
-                      std::vector<std::shared_ptr<nn::Module>> teachers,
-                      const PolicyFactory& make_policy, double tau, const RunDirectory& run,
-                      bool resume, const std::atomic<bool>& stop,
-                      std::int64_t stop_after_steps = 0);
+                      const std::vector<ModelSource>& teachers, const PolicyFactory& make_policy,
+                      double tau, const RunDirectory& run, bool resume,
+                      const std::atomic<bool>& stop, std::int64_t stop_after_steps = 0);
 
 }  // namespace mcd::app

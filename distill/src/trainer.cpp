@@ -134,11 +134,26 @@ CNetWeighting::CNetWeighting(std::shared_ptr<nn::CNet> cnet, optim::AdamOptions 
             meta_interval_);
 }
 
+void CNetWeighting::set_meta_share(int rank, int replicas) {
+  MCD_CHECK(replicas >= 1 && rank >= 0 && rank < replicas, "CNetWeighting: share {} of {} replicas",
+            rank, replicas);
+  share_rank_ = rank;
+  shares_ = replicas;
+}
+
 std::vector<double> CNetWeighting::prepare_before_step(std::int64_t) {
   data::Batch b;
   if (!val_loader_.next(b)) {
     val_loader_.start_epoch(val_loader_.epoch() + 1);
     MCD_CHECK(val_loader_.next(b), "CNetWeighting: the validation split is empty");
+  }
+  if (shares_ > 1) {
+    const std::int64_t each = b.labels.numel() / shares_;
+    MCD_CHECK(each >= 1, "CNetWeighting: a meta batch of {} cannot be shared among {} replicas",
+              b.labels.numel(), shares_);
+    const std::int64_t from = share_rank_ * each;
+    b.images = b.images.slice(0, from, from + each).contiguous();
+    b.labels = b.labels.slice(0, from, from + each).contiguous();
   }
   // Into the tensors kept for this shape, in place: a captured meta step reads the batch from
   // there, also after batches of another shape (the split's smaller last one) came between.

@@ -51,23 +51,16 @@ void require_same_tensors(const fs::path& a, const fs::path& b) {
   }
 }
 
-}  // namespace
-
-TEST_CASE("an interrupted and resumed run ends with the same weights", "[app][resume]") {
-  if (!fs::exists("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz")) {
-    WARN("Fashion-MNIST is not installed; apt-get install dataset-fashion-mnist");
-    return;
-  }
-  const fs::path root = fs::temp_directory_path() / fmt::format("mcd_resume_{}", ::getpid());
-  fs::remove_all(root);
-  fs::create_directories(root);
+// Runs the app straight through and, in another directory, interrupted in several stages and
+// resumed each time; requires the same weights in every checkpoint. Returns the resumed run's
+// directory (under `root`).
+fs::path check_resume(const fs::path& root, const std::string& args) {
   const fs::path straight = root / "straight", resumed = root / "resumed";
-
-  REQUIRE(run_app(fmt::format("{} --run-dir {}", kArgs, straight.string()),
-                  root / "straight.log") == 0);
+  REQUIRE(run_app(fmt::format("{} --run-dir {}", args, straight.string()), root / "straight.log") ==
+          0);
 
   // Interrupt in the teacher stage, twice in the warm start/KD stages and in MC-Distil.
-  REQUIRE(run_app(fmt::format("{} --run-dir {} --stop-after-steps 5", kArgs, resumed.string()),
+  REQUIRE(run_app(fmt::format("{} --run-dir {} --stop-after-steps 5", args, resumed.string()),
                   root / "r0.log") == 130);
   int status = 130, attempts = 0;
   while (status == 130 && attempts++ < 20)
@@ -84,6 +77,28 @@ TEST_CASE("an interrupted and resumed run ends with the same weights", "[app][re
     const std::string name = entry.path().filename().string();
     if (name.ends_with("_best.safetensors")) require_same_tensors(entry.path(), resumed / name);
   }
+  return resumed;
+}
+
+fs::path fresh_root(const std::string& tag) {
+  const fs::path root = fs::temp_directory_path() / fmt::format("mcd_{}_{}", tag, ::getpid());
+  fs::remove_all(root);
+  fs::create_directories(root);
+  return root;
+}
+
+bool have_fashion_mnist() {
+  if (fs::exists("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz")) return true;
+  WARN("Fashion-MNIST is not installed; apt-get install dataset-fashion-mnist");
+  return false;
+}
+
+}  // namespace
+
+TEST_CASE("an interrupted and resumed run ends with the same weights", "[app][resume]") {
+  if (!have_fashion_mnist()) return;
+  const fs::path root = fresh_root("resume");
+  const fs::path resumed = check_resume(root, kArgs);
 
   SECTION("a corrupt checkpoint is reported and left untouched") {
     const fs::path last = resumed / "mcdistil_last.safetensors";
@@ -110,6 +125,30 @@ TEST_CASE("an interrupted and resumed run ends with the same weights", "[app][re
     INFO(log);
     CHECK(log.find("resnet10_xs") != std::string::npos);
   }
+  fs::remove_all(root);
+}
+
+// Data parallelism with two replicas as threads on the CPU: the replicas' checkpoint (replica
+// 0's, with every replica's meters) resumes them all, so the interrupted run still ends with the
+// uninterrupted one's weights; the replicas drop no step and report every image.
+TEST_CASE("two replicas: an interrupted and resumed run ends with the same weights",
+          "[app][resume][parallel]") {
+  if (!have_fashion_mnist()) return;
+  const fs::path root = fresh_root("resume_replicas");
+  const fs::path resumed = check_resume(root, kArgs + R"( --set 'run.devices=["cpu","cpu"]')");
+  std::ifstream metrics(resumed / "metrics.jsonl");
+  std::string line, last_kd;
+  while (std::getline(metrics, line))
+    if (line.find("\"stage\":\"kd\"") != std::string::npos) last_kd = line;
+  INFO(last_kd);
+  // 640 training images in batches of 64 shared by two replicas: the epoch's meters count every
+  // image once (images_per_second * train_seconds), also after a resume in that epoch.
+  auto number = [&](const std::string& key) {
+    const auto at = last_kd.find("\"" + key + "\":");
+    REQUIRE(at != std::string::npos);
+    return std::stod(last_kd.substr(at + key.size() + 3));
+  };
+  CHECK(number("images_per_second") * number("train_seconds") == Approx(640.0).epsilon(1e-9));
   fs::remove_all(root);
 }
 

@@ -27,7 +27,7 @@ using mcd::app::load_config;
 
 namespace {
 
-constexpr std::size_t kKeyCount = 56;
+constexpr std::size_t kKeyCount = 57;
 
 fs::path scratch_dir() {
   static const fs::path dir = [] {
@@ -255,6 +255,11 @@ TEST_CASE("config: strings may be bare on the command line", "[config]") {
   CHECK(c.students.checkpoint_dir == "2024");  // a string key takes the text, not the number
   CHECK(load_config("", {"run.device=cuda:1"}).run.device == "cuda:1");
   CHECK(load_config("", {"run.device=cuda"}).run.device == "cuda");
+  CHECK(load_config("", {R"(run.devices=["cuda:0", "cuda:1"])"}).run.devices ==
+        std::vector<std::string>{"cuda:0", "cuda:1"});
+  CHECK(load_config("", {"run.devices=cpu,cpu"}).run.devices ==
+        std::vector<std::string>{"cpu", "cpu"});
+  CHECK(load_config("", {}).run.devices.empty());
   CHECK(load_config("", {"run.dir=runs/x", "run.dir="}).run.dir.empty());
 }
 
@@ -384,6 +389,9 @@ TEST_CASE("config: bad choices", "[config]") {
                           "run.device=cuda:-1", "run.device=cuda:N", "run.device=cuda1"})
     CHECK_THAT(cli_error(bad),
                StartsWith("command line: run.device: expected one of cpu, cuda, cuda:N, got"));
+  CHECK_THAT(cli_error(R"(run.devices=["cuda:0", "gpu1"])"),
+             Equals("command line: run.devices: expected a list of names from cpu, cuda, cuda:N, "
+                    "got [\"cuda:0\", \"gpu1\"] (\"gpu1\" is not one of them)"));
   CHECK_THAT(cli_error(R"(students.archs=["resnet10_s", ""])"), Contains("(an empty name)"));
 }
 

@@ -192,6 +192,10 @@ class CNetWeighting final : public WeightingPolicy {
   // With replicas, the meta step averages the lookahead gradients, the meta gradients at theta',
   // the C-Net's gradient and the meta losses over them (meta_step.h).
   void set_collective(Collective* collective) override { collective_ = collective; }
+  // Data parallelism: every replica draws the same meta batch and keeps rows [rank * n / replicas,
+  // (rank + 1) * n / replicas) of it, n its rows rounded down to a multiple of `replicas` (so
+  // that every replica's share has the same shape). Default: the whole batch (0, 1).
+  void set_meta_share(int rank, int replicas);
   StateDict state_dict() const override;
   void load_state_dict(const StateDict& state, const std::string& source) override;
 
@@ -214,6 +218,7 @@ class CNetWeighting final : public WeightingPolicy {
   std::map<Shape, LabelledBatch> meta_batches_;  // per shape: refilled in place
   Tensor last_meta_losses_;  // (K) M_k of the last meta step, on the C-Net's device
   Collective* collective_ = nullptr;
+  int share_rank_ = 0, shares_ = 1;
 };
 
 // The per-step loop body shared by every method and stage.

@@ -143,13 +143,19 @@ void CNetWeighting::set_meta_share(int rank, int replicas) {
 
 std::vector<double> CNetWeighting::prepare_before_step(std::int64_t) {
   data::Batch b;
-  if (!val_loader_.next(b)) {
-    val_loader_.start_epoch(val_loader_.epoch() + 1);
-    MCD_CHECK(val_loader_.next(b), "CNetWeighting: the validation split is empty");
-  }
+  auto draw = [&] {
+    if (!val_loader_.next(b)) {
+      val_loader_.start_epoch(val_loader_.epoch() + 1);
+      MCD_CHECK(val_loader_.next(b), "CNetWeighting: the validation split is empty");
+    }
+  };
+  draw();
   if (shares_ > 1) {
+    // A batch too small to share (the split's last, a few images) is passed over, as every
+    // replica passes it over.
+    if (b.labels.numel() < shares_) draw();
     const std::int64_t each = b.labels.numel() / shares_;
-    MCD_CHECK(each >= 1, "CNetWeighting: a meta batch of {} cannot be shared among {} replicas",
+    MCD_CHECK(each >= 1, "CNetWeighting: meta batches of {} cannot be shared among {} replicas",
               b.labels.numel(), shares_);
     const std::int64_t from = share_rank_ * each;
     b.images = b.images.slice(0, from, from + each).contiguous();

@@ -120,3 +120,37 @@ TEST_CASE("the C-Net policy's meta step in three parts", "[distill][trainer]") {
   CHECK_THROWS_WITH(policy.finish_before_step({outputs.back()}),
                     Catch::Contains("CNetWeighting") && Catch::Contains("expected"));
 }
+
+TEST_CASE("the C-Net policy's share of the meta batch", "[distill][trainer][parallel]") {
+  // 10 held-out images in batches of 4, shared by 3 replicas: each keeps 1 row (4 / 3 rounded
+  // down), replica r row r; the last batch of 2 would leave replica 2 nothing and is passed over
+  // for the next epoch's first.
+  const data::Dataset val = tiny_images(10);
+  data::LoaderOptions lo;
+  lo.batch_size = 4;
+  lo.shuffle = false;
+  lo.normalization = {{127.5f}, {64.0f}};
+  Generator gen(6);
+  nn::CNetConfig cc;
+  cc.num_students = 1;
+  cc.backbone = "resnet10_xxxs";
+  cc.image = {1, 0, kSize};
+  auto policy = [&](int rank, int replicas) {
+    auto p = std::make_unique<distill::CNetWeighting>(std::make_shared<nn::CNet>(cc, gen),
+                                                      optim::AdamOptions{}, 5,
+                                                      data::BatchIterator(val, iota(10), lo), true);
+    p->set_meta_share(rank, replicas);
+    return p;
+  };
+  for (int r = 0; r < 3; ++r) {
+    auto p = policy(r, 3);
+    CHECK(p->prepare_before_step(0) == std::vector<double>{1, 1, kSize, kSize});
+    const data::Batch whole = data::make_batch(val, {0, 1, 2, 3}, lo.normalization);
+    CHECK(p->meta_batch().images.to_doubles() == whole.images.slice(0, r, r + 1).to_doubles());
+    CHECK(p->meta_batch().labels.to_doubles() == whole.labels.slice(0, r, r + 1).to_doubles());
+    p->prepare_before_step(5);  // images 4..7
+    CHECK(p->prepare_before_step(10) == std::vector<double>{1, 1, kSize, kSize});
+    CHECK(p->meta_batch().images.to_doubles() == whole.images.slice(0, r, r + 1).to_doubles());
+  }
+  CHECK_THROWS_WITH(policy(2, 2), Catch::Contains("share 2 of 2 replicas"));
+}

@@ -194,7 +194,8 @@ class CNetWeighting final : public WeightingPolicy {
   void set_collective(Collective* collective) override { collective_ = collective; }
   // Data parallelism: every replica draws the same meta batch and keeps rows [rank * n / replicas,
   // (rank + 1) * n / replicas) of it, n its rows rounded down to a multiple of `replicas` (so
-  // that every replica's share has the same shape). Default: the whole batch (0, 1).
+  // that every replica's share has the same shape; a batch with fewer rows than replicas, the
+  // split's last, is passed over). Default: the whole batch (0, 1).
   void set_meta_share(int rank, int replicas);
   StateDict state_dict() const override;
   void load_state_dict(const StateDict& state, const std::string& source) override;

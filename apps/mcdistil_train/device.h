@@ -17,7 +17,8 @@ Device resolve_device(const std::string& requested);
 // run.devices for data parallelism: every name "cpu" (replicas as threads on the CPU, a check of
 // the method rather than a speed-up) or every name a distinct GPU ("cuda", "cuda:N"). Where the
 // GPUs are not usable, says so on stderr and returns nothing: one replica trains, on run.device.
-// A mix of CPU and GPUs, a GPU named twice or one the machine lacks is a ConfigError.
+// A mix of CPU and GPUs, a GPU named twice or one the machine lacks is a ConfigError. (The
+// pipeline then trains on the first entry alone.)
 std::vector<Device> resolve_replica_devices(const std::vector<std::string>& names);
 
 // The collective of the replicas on `devices` (two or more, as resolve_replica_devices gives):

@@ -279,22 +279,27 @@ int run_pipeline(const Config& c, const PipelineOptions& o, const std::atomic<bo
     return 2;
   }
   DataSplits d = make_splits(c, dataset);
-  d.device = resolve_device(c.run.device);
   // Data parallelism: one replica per device of run.devices, averaged through their collective.
   std::unique_ptr<ReplicaGroup> replica_group;
-  if (c.run.devices.size() >= 2) {
-    d.replicas = resolve_replica_devices(c.run.devices);
-    if (d.replicas.size() >= 2) {
-      d.device = d.replicas.front();
-      replica_group = make_replica_group(d.replicas);
-      d.collective = [&](int rank) -> Collective& { return replica_group->replica(rank); };
-    } else {
-      d.replicas.clear();
-    }
+  if (c.run.devices.size() >= 2) d.replicas = resolve_replica_devices(c.run.devices);
+  if (d.replicas.size() >= 2) {
+    d.device = d.replicas.front();
+    replica_group = make_replica_group(d.replicas);
+    d.collective = [&](int rank) -> Collective& { return replica_group->replica(rank); };
+  } else {
+    d.replicas.clear();
+    // One device: run.device, or run.devices' first (also where its GPUs are not all usable).
+    d.device = resolve_device(c.run.devices.empty() ? c.run.device : c.run.devices.front());
   }
   d.student_streams = c.run.student_streams;
   d.shared_student_streams = static_cast<std::size_t>(c.run.shared_student_streams);
   d.graphs = c.run.cuda_graphs;
+  if (d.graphs && d.replicas.size() >= 2 && !d.device.is_cpu()) {
+    // NCCL's guidance: with several GPUs in one process a graph capture (which synchronizes its
+    // device) can wait for an all-reduce that waits for another GPU's thread.
+    fmt::print(stderr, "run.devices: CUDA graphs are off with several GPUs in one process\n");
+    d.graphs = false;
+  }
 
   RunDirectory run(c.run.dir.empty() ? default_run_dir(c) : c.run.dir);
   if (c.data.label_noise != "none") {

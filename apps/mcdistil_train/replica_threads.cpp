@@ -6,18 +6,27 @@
 namespace mcd::app {
 
 ReplicaThreads::ReplicaThreads(int replicas) : errors_(static_cast<std::size_t>(replicas)) {
-  for (int r = 0; r < replicas; ++r)
-    threads_.emplace_back([this, r] { loop(r); });
+  try {
+    for (int r = 0; r < replicas; ++r)
+      threads_.emplace_back([this, r] { loop(r); });
+  } catch (...) {
+    stop();  // the threads already started, before they are destroyed unjoined
+    throw;
+  }
 }
 
 ReplicaThreads::~ReplicaThreads() {
+  stop();
+}
+
+void ReplicaThreads::stop() {
   {
     std::lock_guard<std::mutex> lock(mutex_);
     stopping_ = true;
   }
   changed_.notify_all();
   for (std::thread& t : threads_)
-    t.join();
+    if (t.joinable()) t.join();
 }
 
 void ReplicaThreads::run(const std::function<void(int)>& work) {

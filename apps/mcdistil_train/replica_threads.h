@@ -24,6 +24,7 @@ class ReplicaThreads {
 
  private:
   void loop(int rank);
+  void stop();  // ends and joins every thread
 
   std::mutex mutex_;
   std::condition_variable changed_;

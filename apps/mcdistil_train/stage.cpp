@@ -205,6 +205,19 @@ data::Batch share_of(const data::Batch& batch, int rank, int replicas) {
   return b;
 }
 
+// The largest of the devices' memory peaks (each replica's device holds a whole copy of the
+// models, so the largest is what a run needs per GPU).
+BlockCacheStats largest_device_peaks(const std::vector<Device>& devices) {
+  BlockCacheStats most;
+  for (const Device& device : devices) {
+    if (device.is_cpu()) continue;
+    const BlockCacheStats s = device_memory_stats(device);
+    most.peak_allocated_bytes = std::max(most.peak_allocated_bytes, s.peak_allocated_bytes);
+    most.peak_reserved_bytes = std::max(most.peak_reserved_bytes, s.peak_reserved_bytes);
+  }
+  return most;
+}
+
 // Adds every replica's meters into replica 0's (which the reports read) and clears the others.
 void gather_meters(std::vector<std::unique_ptr<Replica>>& replicas) {
   for (std::size_t r = 1; r < replicas.size(); ++r)
@@ -335,7 +348,8 @@ StageResult run_stage(const StageSpec& spec, const DataSplits& d,
   for (std::size_t i = 0; i < test_indices.size(); ++i)
     test_indices[i] = static_cast<std::int64_t>(i);
   reset_peak_host_memory();
-  if (!d.device.is_cpu()) reset_peak_device_memory(d.device);
+  for (const Device& device : devices)
+    if (!device.is_cpu()) reset_peak_device_memory(device);
   std::int64_t steps_this_process = 0;
   std::string label = spec.name;
   for (; p.epoch < spec.epochs; ++p.epoch) {
@@ -351,9 +365,17 @@ StageResult run_stage(const StageSpec& spec, const DataSplits& d,
       if (R == 1)
         trainer.step(batch);
       else if (batch.labels.numel() >= R)  // else too few images to share: left out
-        threads->run([&](int rank) {
-          replicas[static_cast<std::size_t>(rank)]->trainer->step(share_of(batch, rank, R));
-        });
+        try {
+          threads->run([&](int rank) {
+            replicas[static_cast<std::size_t>(rank)]->trainer->step(share_of(batch, rank, R));
+          });
+        } catch (const std::exception& e) {
+          // A replica that failed aborted the collective from its step; failures outside it (a
+          // device error that surfaced later) do it here, so that nothing waits on the group.
+          for (int rank = 0; rank < R; ++rank)
+            d.collective(rank).abort(e.what());
+          throw;
+        }
       p.batch = loader.position();
       p.iteration = trainer.iteration();
       ++steps_this_process;
@@ -423,7 +445,7 @@ StageResult run_stage(const StageSpec& spec, const DataSplits& d,
         rec["graph_replayed_steps"] = trainer.replayed_steps();
         rec["graph_replayed_meta_steps"] = trainer.replayed_meta_steps();
         // High-water marks since the stage (or this process's part of it) began.
-        const BlockCacheStats mem = device_memory_stats(d.device);
+        const BlockCacheStats mem = largest_device_peaks(devices);
         rec["device_peak_bytes"] = mem.peak_allocated_bytes;
         rec["device_peak_reserved_bytes"] = mem.peak_reserved_bytes;
       }
@@ -463,7 +485,7 @@ StageResult run_stage(const StageSpec& spec, const DataSplits& d,
   r.seconds_per_epoch = spec.epochs > 0 ? p.seconds / static_cast<double>(spec.epochs) : 0.0;
   r.peak_bytes = host_memory_stats().peak_allocated_bytes;
   if (!d.device.is_cpu()) {
-    const BlockCacheStats device = device_memory_stats(d.device);
+    const BlockCacheStats device = largest_device_peaks(devices);
     r.device_peak_bytes = device.peak_allocated_bytes;
     r.device_peak_reserved_bytes = device.peak_reserved_bytes;
   }

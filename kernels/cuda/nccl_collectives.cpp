@@ -6,7 +6,9 @@
 #include <dlfcn.h>
 
 #include <algorithm>
+#include <atomic>
 #include <exception>
+#include <mutex>
 #include <string>
 #include <type_traits>
 
@@ -129,24 +131,39 @@ ncclDataType_t nccl_type(DType t) {
 struct NcclCollectives::Communicators {
   std::vector<int> devices;
   std::vector<ncclComm_t> comms;
-  std::unique_ptr<bool[]> aborted;  // per replica
+  std::mutex mutex;
+  std::atomic<bool> aborted{false};  // the communicators are gone (ncclCommAbort frees them)
+
+  // Every replica's communicator, so that the others' pending operations fail too (each
+  // communicator waits only for its own abort), and none is used again.
+  void abort_all() {
+    std::lock_guard<std::mutex> lock(mutex);
+    if (aborted.exchange(true)) return;
+    for (ncclComm_t c : comms)
+      if (c != nullptr) (void)nccl().ncclCommAbort(c);  // nothing to report a failure to
+  }
   ~Communicators() {
-    for (std::size_t r = 0; r < comms.size(); ++r)
-      if (comms[r] != nullptr && !aborted[r])
-        (void)nccl().ncclCommDestroy(comms[r]);  // nothing to report a failure to
+    if (aborted) return;
+    for (ncclComm_t c : comms)
+      if (c != nullptr) (void)nccl().ncclCommDestroy(c);
   }
 };
 
 class NcclCollectives::Replica final : public Collective {
  public:
-  Replica(ncclComm_t comm, int size, int rank, int device, bool* aborted)
-      : comm_(comm), size_(size), rank_(rank), device_(device), aborted_(aborted) {}
+  Replica(Communicators& group, int rank)
+      : group_(group),
+        comm_(group.comms[static_cast<std::size_t>(rank)]),
+        size_(static_cast<int>(group.comms.size())),
+        rank_(rank),
+        device_(group.devices[static_cast<std::size_t>(rank)]) {}
   int size() const override { return size_; }
   int rank() const override { return rank_; }
   bool capturable() const override { return true; }
 
   void all_reduce_mean(const std::vector<Tensor>& tensors) override {
     const NcclApi& api = require_nccl();
+    MCD_CHECK(!group_.aborted, "NcclCollectives: the group was aborted (a replica failed)");
     // Everything is checked before the group starts, so that a bad argument fails before any
     // NCCL work is queued (the other replicas would wait for it).
     for (const Tensor& t : tensors) {
@@ -179,17 +196,13 @@ class NcclCollectives::Replica final : public Collective {
         Tensor(tensors[i]).copy_(dense[i]);
   }
 
-  void abort(const std::string&) override {
-    // The communicator's pending and future operations fail on every replica; NCCL has no way
-    // to pass a reason along.
-    if (comm_ != nullptr) (void)nccl().ncclCommAbort(comm_);
-    *aborted_ = true;
-  }
+  // NCCL has no way to pass the reason along: the others' operations just fail.
+  void abort(const std::string&) override { group_.abort_all(); }
 
  private:
+  Communicators& group_;
   ncclComm_t comm_;
   int size_, rank_, device_;
-  bool* aborted_;  // an aborted communicator is freed by the abort, not destroyed again
 };
 
 NcclCollectives::NcclCollectives(const std::vector<int>& devices) {
@@ -203,13 +216,10 @@ NcclCollectives::NcclCollectives(const std::vector<int>& devices) {
   comms_ = std::make_unique<Communicators>();
   comms_->devices = devices;
   comms_->comms.assign(devices.size(), nullptr);
-  comms_->aborted = std::make_unique<bool[]>(devices.size());
   MCD_NCCL_CHECK(
       api.ncclCommInitAll(comms_->comms.data(), static_cast<int>(devices.size()), devices.data()));
   for (std::size_t r = 0; r < devices.size(); ++r)
-    replicas_.push_back(
-        std::make_unique<Replica>(comms_->comms[r], static_cast<int>(devices.size()),
-                                  static_cast<int>(r), devices[r], &comms_->aborted[r]));
+    replicas_.push_back(std::make_unique<Replica>(*comms_, static_cast<int>(r)));
 }
 
 bool NcclCollectives::available(std::string* why) {

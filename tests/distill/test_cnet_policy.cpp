@@ -30,15 +30,21 @@ data::Dataset tiny_images(std::int64_t n) {
                                  [](std::int64_t i, Generator&) { return i % kClasses; });
 }
 
+// Meta batches of 4 held-out images, in order.
+data::LoaderOptions meta_batches_of_4() {
+  data::LoaderOptions lo;
+  lo.batch_size = 4;
+  lo.shuffle = false;
+  lo.normalization = {{127.5f}, {64.0f}};
+  return lo;
+}
+
 }  // namespace
 
 TEST_CASE("the C-Net policy's meta step in three parts", "[distill][trainer]") {
   // 10 held-out images in batches of 4: shapes 4, 4, 2, then the next epoch's 4.
   const data::Dataset val = tiny_images(10);
-  data::LoaderOptions lo;
-  lo.batch_size = 4;
-  lo.shuffle = false;
-  lo.normalization = {{127.5f}, {64.0f}};
+  const data::LoaderOptions lo = meta_batches_of_4();
   Generator gen(4);
   const nn::ModelConfig mc{1, kClasses, kSize};
   std::vector<distill::Student> students;
@@ -126,10 +132,7 @@ TEST_CASE("the C-Net policy's share of the meta batch", "[distill][trainer][para
   // down), replica r row r; the last batch of 2 would leave replica 2 nothing and is passed over
   // for the next epoch's first.
   const data::Dataset val = tiny_images(10);
-  data::LoaderOptions lo;
-  lo.batch_size = 4;
-  lo.shuffle = false;
-  lo.normalization = {{127.5f}, {64.0f}};
+  const data::LoaderOptions lo = meta_batches_of_4();
   Generator gen(6);
   nn::CNetConfig cc;
   cc.num_students = 1;

@@ -44,16 +44,6 @@ OptimSpec optim_spec(const TrainerConfig& t) {
   return {t.lr, t.momentum, t.weight_decay, t.nesterov, t.schedule, t.step_size, t.gamma};
 }
 
-std::shared_ptr<nn::Module> load_model(const std::string& arch, const data::Dataset& d,
-                                       const std::string& path, Device device) {
-  Generator gen(0);
-  auto m = nn::make_model(arch, {d.channels, d.num_classes, d.height}, gen);
-  m->load_state_dict(load_safetensors(path).tensors, path);
-  m->to(device);
-  m->eval();
-  return m;
-}
-
 std::string joined(const std::vector<std::string>& v, const char* sep) {
   std::string s;
   for (const auto& x : v)
@@ -337,7 +327,8 @@ int run_pipeline(const Config& c, const PipelineOptions& o, const std::atomic<bo
     teacher_path = r.best_checkpoints[0];
   }
   if (!c.teacher.checkpoint.empty()) {
-    const auto teacher = load_model(c.teacher.arch, dataset.train, teacher_path, d.device);
+    const auto teacher =
+        load_trained_model({c.teacher.arch, teacher_path}, dataset.train, d.device);
     std::vector<std::int64_t> test_idx(static_cast<std::size_t>(dataset.test.size()));
     for (std::size_t i = 0; i < test_idx.size(); ++i)
       test_idx[i] = static_cast<std::int64_t>(i);

@@ -185,16 +185,6 @@ struct Replica {
   std::unique_ptr<distill::Trainer> trainer;
 };
 
-std::shared_ptr<nn::Module> load_teacher(const ModelSource& source, const data::Dataset& d,
-                                         Device device) {
-  Generator gen(0);
-  auto m = nn::make_model(source.arch, {d.channels, d.num_classes, d.height}, gen);
-  m->load_state_dict(load_safetensors(source.checkpoint).tensors, source.checkpoint);
-  m->to(device);
-  m->eval();
-  return m;
-}
-
 // Replica r's rows of `batch`: equal shares, the rows that do not divide among the replicas
 // left out (a last batch's few), so that every replica sees the same shapes.
 data::Batch share_of(const data::Batch& batch, int rank, int replicas) {
@@ -232,6 +222,16 @@ void gather_meters(std::vector<std::unique_ptr<Replica>>& replicas) {
 }
 
 }  // namespace
+
+std::shared_ptr<nn::Module> load_trained_model(const ModelSource& source, const data::Dataset& d,
+                                               Device device) {
+  Generator gen(0);
+  auto m = nn::make_model(source.arch, {d.channels, d.num_classes, d.height}, gen);
+  m->load_state_dict(load_safetensors(source.checkpoint).tensors, source.checkpoint);
+  m->to(device);
+  m->eval();
+  return m;
+}
 
 StageResult run_stage(const StageSpec& spec, const DataSplits& d,
                       const std::vector<ModelSource>& teachers, const PolicyFactory& make_policy,
@@ -288,7 +288,7 @@ StageResult run_stage(const StageSpec& spec, const DataSplits& d,
     }
     std::vector<std::shared_ptr<nn::Module>> teacher_models;
     for (const ModelSource& t : teachers)
-      teacher_models.push_back(load_teacher(t, train, rep->device));
+      teacher_models.push_back(load_trained_model(t, train, rep->device));
     rep->trainer = std::make_unique<distill::Trainer>(rep->students, std::move(teacher_models),
                                                       make_policy(rep->device), tau);
     distill::Trainer& trainer = *rep->trainer;

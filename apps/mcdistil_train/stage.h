@@ -78,6 +78,9 @@ struct Interrupted {};
 struct ModelSource {
   std::string arch, checkpoint;
 };
+// The model on `device`, in eval mode, for data of `d`'s shape and classes.
+std::shared_ptr<nn::Module> load_trained_model(const ModelSource& source, const data::Dataset& d,
+                                               Device device);
 
 // Runs (or, with resume, continues or skips) a stage. `make_policy` builds the weighting
 // policy of a replica on `device` once the students exist; `teachers` is empty for CE stages,

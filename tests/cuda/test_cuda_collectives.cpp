@@ -3,7 +3,6 @@
 // any NCCL call, views reduced through dense copies; on a machine with two GPUs, two replicas
 // (one thread each) get their mean. Without NCCL the tests say so and pass (the library is
 // optional at run time), unless MCD_REQUIRE_NCCL=1.
-#include <cstdlib>
 #include <string>
 #include <thread>
 #include <vector>
@@ -17,22 +16,12 @@
 #include <mcd/kernels/cuda/nccl_collectives.h>
 #include <mcd/kernels/cuda/runtime.h>
 
+#include "cuda/nccl_test_support.h"
+
 using namespace mcd;
 namespace kcu = mcd::kernels::cuda;
 
-namespace {
-
-// With MCD_REQUIRE_NCCL=1 (the GPU check sets it) NCCL missing is a failure, not a warning.
-bool nccl_here() {
-  std::string why;
-  if (kcu::NcclCollectives::available(&why)) return true;
-  const char* required = std::getenv("MCD_REQUIRE_NCCL");
-  if (required != nullptr && std::string(required) == "1") FAIL("NCCL is not available: " << why);
-  WARN("NCCL is not available, not tested: " << why);
-  return false;
-}
-
-}  // namespace
+using mcd::testing::nccl_here;
 
 TEST_CASE("NCCL: one replica's mean is its own values, eager and replayed", "[gpu][nccl]") {
   REQUIRE(kcu::install_cuda_backend());

@@ -21,7 +21,6 @@
 // step captured and replayed on lanes against one stream without graphs; and a meta step every
 // iteration with a learning-rate change (the meta step's graph captured first, both graphs
 // captured again sharing one memory pool).
-#include <cstdlib>
 #include <memory>
 #include <string>
 #include <vector>
@@ -37,6 +36,7 @@
 #include <mcd/models/cnet.h>
 #include <mcd/models/registry.h>
 
+#include "cuda/nccl_test_support.h"
 #include "cuda/test_cuda_nn_parity.h"
 #include "support/random_dataset.h"
 #include "support/test_files.h"
@@ -288,13 +288,7 @@ TEST_CASE("CUDA trainer: lanes and graphs match one stream without graphs", "[cu
 TEST_CASE("CUDA trainer: one NCCL replica, its averages inside the graphs, trains as one trainer",
           "[cuda][trainer][nccl]") {
   REQUIRE(kcu::install_cuda_backend());
-  std::string why;
-  if (!kcu::NcclCollectives::available(&why)) {
-    const char* required = std::getenv("MCD_REQUIRE_NCCL");
-    if (required != nullptr && std::string(required) == "1") FAIL("NCCL is not available: " << why);
-    WARN("NCCL is not available, not tested: " << why);
-    return;
-  }
+  if (!mcd::testing::nccl_here()) return;
   kcu::set_conv_deterministic(true);
   const data::Dataset data = synthetic_images();
   kcu::NcclCollectives nccl({0});

@@ -455,7 +455,7 @@ Trainer::StepRecord Trainer::device_step(const LabelledBatch& lb, StudentStreams
     if (collective_ == nullptr) s.optimizer->step();
     predictions.push_back(argmax(detached_logits[k], 1));
   }
-  if (collective_ != nullptr) step_averaged(lanes, lanes.queue_order());
+  if (collective_ != nullptr) step_averaged(lanes);
   lanes.join_students();
   average_buffers();
   NoGradGuard no_grad;
@@ -507,7 +507,7 @@ Trainer::StepRecord Trainer::students_independently(const LabelledBatch& lb, Stu
     ces[sk] = out.ce.reshape({-1});
     kls[sk] = out.kl.reshape({-1});
   }
-  if (collective_ != nullptr) step_averaged(lanes, lanes.queue_order());
+  if (collective_ != nullptr) step_averaged(lanes);
   lanes.join(lanes.teacher());
   lanes.join(lanes.policy());
   lanes.join_students();
@@ -564,7 +564,7 @@ void Trainer::set_collective(Collective* collective) {
   reset_graphs();  // a captured step holds the reductions of the collective it was captured with
 }
 
-void Trainer::step_averaged(const StudentStreams& lanes, const std::vector<std::size_t>& order) {
+void Trainer::step_averaged(const StudentStreams& lanes) {
   // Every student's gradient in one reduction on main, after every lane's backward: one NCCL
   // group for all of them, and no lane waits for another's reduction (NCCL runs a
   // communicator's operations one after another, whatever stream they are queued on).
@@ -576,7 +576,7 @@ void Trainer::step_averaged(const StudentStreams& lanes, const std::vector<std::
   }
   collective_->all_reduce_mean(grads);
   lanes.fork_students();
-  for (const std::size_t k : order) {
+  for (const std::size_t k : lanes.queue_order()) {
     const StreamGuard on(lanes.student(k));
     students_[k].optimizer->step();
   }

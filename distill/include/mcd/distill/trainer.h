@@ -361,9 +361,9 @@ class Trainer {
                          const std::function<void()>& drop_outputs);
   GraphKey graph_key(const data::Batch& batch) const;
   // With replicas: after every student's backward, their gradients averaged together and each
-  // student's SGD step on its lane (in `order`); at the end of a step, every floating buffer of
-  // the students and of the policy's models averaged.
-  void step_averaged(const StudentStreams& lanes, const std::vector<std::size_t>& order);
+  // student's SGD step on its lane (in the lanes' queue order); at the end of a step, every
+  // floating buffer of the students and of the policy's models averaged.
+  void step_averaged(const StudentStreams& lanes);
   void average_buffers();
   std::vector<HostCounter> host_counters();
   void accumulate_meters(PendingMeters& step);  // waits for the copies if need be

@@ -18,6 +18,8 @@
 #include <mcd/kernels/cuda/check.h>
 #include <mcd/kernels/cuda/runtime.h>
 
+#include "exact_arith.cuh"
+
 namespace mcd::kernels::cuda {
 namespace {
 
@@ -37,12 +39,14 @@ int channel_blocks(std::int64_t c) {
 // masking the output (the JVP's y_t, and the forward's, whose gate is the map itself).
 enum class Relu { None, MaskInput, MaskOutput };
 
-// The forward's value before rounding, scale (x - mean) + shift with xm = x - mean, as one
-// explicit fused multiply-add: the forward and the ReLU mask recomputed by the VJP and JVP
-// (relu_passes) must round identically, which contraction left to the compiler does not
-// promise across kernels.
+// The forward's value before rounding to T, scale (x - mean) + shift with xm = x - mean, with
+// the product and the sum rounded separately, never contracted into a fused multiply-add: the
+// forward and the ReLU mask recomputed by the VJP and JVP (relu_passes) must round identically,
+// which contraction left to the compiler does not promise across kernels, and the CPU kernel
+// evaluates this very expression with two roundings, so the outputs and masks agree with it to
+// the last bit.
 __device__ __forceinline__ double forward_value(double scale, double xm, double shift) {
-  return fma(scale, xm, shift);
+  return exact::add(exact::mul(scale, xm), shift);
 }
 
 // The fused ReLU's gate: the forward's per-channel scale and shift, and the fused residual

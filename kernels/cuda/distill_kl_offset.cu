@@ -1,8 +1,11 @@
 // One thread per student walks its B rows in order, as the CPU loop does: K and B are small
-// (students x batch), and the sequential double sum keeps the result equal to the CPU's.
+// (students x batch), and the sequential double sum, every product and sum rounded on its own
+// (never contracted into a fused multiply-add), keeps the result equal to the CPU's.
 #include <mcd/kernels/cuda/distill_kl_offset.h>
 
 #include <mcd/kernels/cuda/check.h>
+
+#include "exact_arith.cuh"
 
 namespace mcd::kernels::cuda {
 namespace {
@@ -15,9 +18,10 @@ __global__ void distill_add_kl_offset_kernel(std::int64_t k, std::int64_t b, con
   double extra = 0.0;
   for (std::int64_t i = 0; i < b; ++i) {
     kl[s * b + i] += offset[i];
-    extra += static_cast<double>(beta[s * b + i]) * static_cast<double>(offset[i]);
+    extra = exact::add(
+        extra, exact::mul(static_cast<double>(beta[s * b + i]), static_cast<double>(offset[i])));
   }
-  loss[s] = static_cast<T>(static_cast<double>(loss[s]) + scale * extra);
+  loss[s] = static_cast<T>(exact::add(static_cast<double>(loss[s]), exact::mul(scale, extra)));
 }
 
 }  // namespace

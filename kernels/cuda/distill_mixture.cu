@@ -8,6 +8,8 @@
 
 #include <mcd/kernels/cuda/check.h>
 
+#include "exact_arith.cuh"
+
 namespace mcd::kernels::cuda {
 namespace {
 
@@ -38,7 +40,7 @@ __global__ void teacher_mixture_kernel(Guides<T> g, std::int64_t v, double log_n
     for (int j = 0; j < g.n; ++j) {
       const double l = static_cast<double>(g.lp[j][c]);
       const double p = exp(l);
-      if (p > 0.0) off += p * (l - log_mean);
+      if (p > 0.0) off = exact::add(off, exact::mul(p, l - log_mean));  // as the CPU rounds it
     }
   }
   partial[threadIdx.x] = off;

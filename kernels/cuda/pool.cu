@@ -6,6 +6,8 @@
 
 #include <mcd/kernels/cuda/check.h>
 
+#include "exact_arith.cuh"
+
 namespace mcd::kernels::cuda {
 namespace {
 
@@ -140,7 +142,7 @@ __global__ void avg_pool2d_backward_kernel(Pool2dGeometry g, const T* dy, T* dx)
     T acc = 0;
     for (std::int64_t oh = rh.lo; oh < rh.hi; ++oh)
       for (std::int64_t ow = rw.lo; ow < rw.hi; ++ow)
-        acc += dyp[oh * g.out_w + ow] * scale;
+        acc = exact::add(acc, exact::mul(dyp[oh * g.out_w + ow], scale));  // the CPU's rounding
     dx[i] = acc;
   }
 }

@@ -471,4 +471,10 @@ TEST_CASE("pooling rejects bad options with clear messages", "[pool]") {
                       Contains("max_pool2d: expected input (N, C, H, W), got shape [3, 5, 5]"));
   REQUIRE_THROWS_WITH(adaptive_avg_pool2d(x, 0, 2),
                       Contains("adaptive_avg_pool2d: output size must be >= 1"));
+  // Padding alone would make windows here, every one of them without a real element.
+  REQUIRE_THROWS_WITH(
+      max_pool2d(Tensor::zeros({1, 1, 0, 4}), {2, 2, 1, 1, 1, 1}),
+      Contains("max_pool2d: input planes must not be empty, got input [1, 1, 0, 4]"));
+  REQUIRE_THROWS_WITH(avg_pool2d(Tensor::zeros({1, 1, 4, 0}), {2, 2, 1, 1, 1, 1}),
+                      Contains("avg_pool2d: input planes must not be empty"));
 }

@@ -43,6 +43,9 @@ kc::Pool2dGeometry pool_geometry(const char* op, const Tensor& x, const Pool2dOp
             "{}: padding ({}, {}) must be >= 0 and at most half the kernel ({}, {})", op, o.pad_h,
             o.pad_w, o.kernel_h, o.kernel_w);
   kc::Pool2dGeometry g = base_geometry(x);
+  // An empty plane would leave every window without a real element (PyTorch refuses it too).
+  MCD_CHECK(g.in_h >= 1 && g.in_w >= 1, "{}: input planes must not be empty, got input {}", op,
+            shape_str(x.shape()));
   MCD_CHECK(o.kernel_h <= g.in_h + 2 * o.pad_h && o.kernel_w <= g.in_w + 2 * o.pad_w,
             "{}: kernel {}x{} is larger than the padded input {}x{} (input {})", op, o.kernel_h,
             o.kernel_w, g.in_h + 2 * o.pad_h, g.in_w + 2 * o.pad_w, shape_str(x.shape()));

@@ -231,18 +231,17 @@ void launch_general(LossArgs<T>& a, cudaStream_t stream) {
                    "distill_loss (CUDA): " + std::to_string(rows) + " rows exceed the grid limit");
   const int threads = a.v >= 16384 ? 1024 : a.v >= 4096 ? 512 : 256;
   const std::size_t row_bytes = static_cast<std::size_t>(a.v) * sizeof(T);
-  const std::size_t static_bytes = kGroupScratch * sizeof(double) + 16;
-  a.cache_z = row_bytes + static_bytes <= max_shared_memory_per_block(current_device());
+  const auto kernel =
+      vec ? distill_loss_kernel<T, kVec, true, JVP> : distill_loss_kernel<T, 1, true, JVP>;
+  // The row is cached in shared memory when it fits beside the kernel's own static shared memory
+  // (as compiled); otherwise every pass reads it again from global memory.
+  cudaFuncAttributes fa{};
+  MCD_CUDA_CHECK(cudaFuncGetAttributes(&fa, kernel));
+  a.cache_z = row_bytes + fa.sharedSizeBytes <= max_shared_memory_per_block(current_device());
   const std::size_t smem = a.cache_z ? row_bytes : 0;
-  auto run = [&](auto kernel) {
-    if (smem > 0) allow_dynamic_shared_memory(kernel, smem);
-    kernel<<<static_cast<unsigned>(rows), threads, smem, stream>>>(a);
-    MCD_CUDA_CHECK_LAUNCH("distill_loss_kernel (block per row)");
-  };
-  if (vec)
-    run(distill_loss_kernel<T, kVec, true, JVP>);
-  else
-    run(distill_loss_kernel<T, 1, true, JVP>);
+  if (smem > 0) allow_dynamic_shared_memory(kernel, smem);
+  kernel<<<static_cast<unsigned>(rows), threads, smem, stream>>>(a);
+  MCD_CUDA_CHECK_LAUNCH("distill_loss_kernel (block per row)");
 }
 
 // Launches `kernel`, or the variant automatic picks for this shape; a forced variant that does

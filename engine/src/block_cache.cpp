@@ -55,6 +55,10 @@ struct BlockCache::State {
   FreeSet small_free, large_free;
   std::unordered_map<std::uintptr_t, Block*> live;
   std::vector<std::pair<EventId, Block*>> pending;
+  // Blocks used by other streams and freed inside a private pool's window: their events are
+  // recorded when the window ends, since an event recorded on a capturing stream is a node of
+  // the graph and could not be queried (reuse waits until then; see free()).
+  std::vector<Block*> deferred;
   BlockCacheStats stats;
   PoolId active_pool = 0;  // where allocations come from now
   bool poison_allocations = false;
@@ -85,6 +89,16 @@ struct BlockCache::State {
       delete n;
     }
     set.insert(b);
+  }
+
+  // Records an event on every other stream that used the freed block b; it becomes free once
+  // all have completed.
+  void record_use_events(Block* b) {
+    for (StreamId other : b->used_by) {
+      pending.emplace_back(backend.record_event(other), b);
+      b->pending_events += 1;
+    }
+    b->used_by.clear();
   }
 
   // Files the blocks whose cross-stream events have all completed; after a synchronize every
@@ -243,12 +257,14 @@ void BlockCache::free(void* ptr) {
   s.stats.requested_bytes -= static_cast<std::int64_t>(b->requested);
   s.stats.live_blocks -= 1;
   b->requested = 0;
-  for (StreamId other : b->used_by) {
-    s.pending.emplace_back(s.backend.record_event(other), b);
-    b->pending_events += 1;
+  if (b->used_by.empty()) {
+    s.insert_free(b);
+  } else if (s.active_pool != 0) {
+    b->pending_events += 1;  // neither free nor mergeable until the window ends
+    s.deferred.push_back(b);
+  } else {
+    s.record_use_events(b);
   }
-  b->used_by.clear();
-  if (b->pending_events == 0) s.insert_free(b);
 }
 
 void BlockCache::record_stream(void* ptr, StreamId stream) {
@@ -283,8 +299,14 @@ void BlockCache::begin_private_pool(PoolId pool) {
 }
 
 void BlockCache::end_private_pool() {
-  std::lock_guard lock(state_->mutex);
-  state_->active_pool = 0;
+  State& s = *state_;
+  std::lock_guard lock(s.mutex);
+  s.active_pool = 0;
+  for (Block* b : s.deferred) {
+    b->pending_events -= 1;
+    s.record_use_events(b);
+  }
+  s.deferred.clear();
 }
 
 void BlockCache::release_private_pool(PoolId pool) {

@@ -237,8 +237,12 @@ std::vector<Candidate> candidates(cudnnHandle_t h, const Descriptors& d, Directi
 // The cached choice for (g, T, dir) on `device` (the current one); chosen on first use.
 // Deterministic algorithms first, in cuDNN's order; an algorithm counts only if its workspace query
 // accepts it with the math type it will run with. Leaves d.conv set to the chosen math type.
+// Timing the candidates runs them and synchronizes, which a graph capture forbids: a shape first
+// met while `stream` is capturing gets cuDNN's heuristic choice (host-side queries only), not
+// cached, so that its first eager use still times the candidates.
 template <class T>
-Choice choose(cudnnHandle_t h, const Conv2dGeometry& g, Descriptors& d, Direction dir, int device) {
+Choice choose(cudnnHandle_t h, const Conv2dGeometry& g, Descriptors& d, Direction dir, int device,
+              cudaStream_t stream) {
   static std::mutex mutex;
   static std::map<Key, Choice> cache;
   const Key key = make_key(g, data_type<T>(), dir, device);
@@ -254,8 +258,10 @@ Choice choose(cudnnHandle_t h, const Conv2dGeometry& g, Descriptors& d, Directio
   const bool fma_only = base == CUDNN_FMA_MATH;
   MCD_CUDA_CHECK(cudnnSetConvolutionMathType(d.conv, base));
   const bool deterministic = conv_deterministic();
-  const std::vector<Candidate> found =
-      deterministic ? candidates(h, d, dir) : timed_candidates(h, d, dir);
+  cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
+  MCD_CUDA_CHECK(cudaStreamIsCapturing(stream, &capture));
+  const bool timed = !deterministic && capture == cudaStreamCaptureStatusNone;
+  const std::vector<Candidate> found = timed ? timed_candidates(h, d, dir) : candidates(h, d, dir);
   for (const bool deterministic_only : {deterministic, false})
     for (const Candidate& c : found) {
       if (c.status != CUDNN_STATUS_SUCCESS || excluded(dir, c.algo)) continue;
@@ -266,8 +272,10 @@ Choice choose(cudnnHandle_t h, const Conv2dGeometry& g, Descriptors& d, Directio
       std::size_t bytes = 0;
       if (workspace_size(h, d, dir, c.algo, &bytes) != CUDNN_STATUS_SUCCESS) continue;
       const Choice choice{c.algo, math, bytes};
-      std::lock_guard<std::mutex> lock(mutex);
-      cache[key] = choice;
+      if (timed || deterministic) {
+        std::lock_guard<std::mutex> lock(mutex);
+        cache[key] = choice;
+      }
       return choice;
     }
   throw_error("conv2d: cuDNN offers no usable algorithm (direction " +
@@ -287,7 +295,7 @@ void conv2d_forward_cuda(const Conv2dGeometry& g, const T* x, const T* w, const 
   if (g.batch * g.out_channels * g.out_h * g.out_w == 0) return;
   cudnnHandle_t h = cudnn_handle(device, stream);
   Descriptors d(g, data_type<T>());
-  const Choice c = choose<T>(h, g, d, Direction::Forward, device);
+  const Choice c = choose<T>(h, g, d, Direction::Forward, device, stream);
   DeviceBuffer workspace(device, c.workspace, stream);
   const Scalars<T> s;
   MCD_CUDA_CHECK(cudnnConvolutionForward(h, &s.one, d.x, x, d.w, w, d.conv,
@@ -302,7 +310,7 @@ void conv2d_backward_input_cuda(const Conv2dGeometry& g, const T* dy, const T* w
   if (g.batch * g.in_channels * g.in_h * g.in_w == 0) return;
   cudnnHandle_t h = cudnn_handle(device, stream);
   Descriptors d(g, data_type<T>());
-  const Choice c = choose<T>(h, g, d, Direction::BackwardData, device);
+  const Choice c = choose<T>(h, g, d, Direction::BackwardData, device, stream);
   DeviceBuffer workspace(device, c.workspace, stream);
   const Scalars<T> s;
   MCD_CUDA_CHECK(cudnnConvolutionBackwardData(h, &s.one, d.w, w, d.y, dy, d.conv,
@@ -321,7 +329,7 @@ void conv2d_backward_weight_cuda(const Conv2dGeometry& g, const T* x, const T* d
   }
   cudnnHandle_t h = cudnn_handle(device, stream);
   Descriptors d(g, data_type<T>());
-  const Choice c = choose<T>(h, g, d, Direction::BackwardFilter, device);
+  const Choice c = choose<T>(h, g, d, Direction::BackwardFilter, device, stream);
   DeviceBuffer workspace(device, c.workspace, stream);
   const Scalars<T> s;
   MCD_CUDA_CHECK(cudnnConvolutionBackwardFilter(

@@ -80,6 +80,9 @@ std::unique_ptr<Graph> Graph::capture(const Stream& stream, const std::function<
   } catch (const std::exception& e) {
     abandon(stream, allocator);
     fail("CUDA graph capture on device {}: the captured code failed: {}", device, e.what());
+  } catch (...) {  // whatever was thrown, the stream must leave capture and the pool window end
+    abandon(stream, allocator);
+    throw;
   }
   cudaGraph_t graph = nullptr;
   const cudaError_t ended = cudaStreamEndCapture(stream.get(), &graph);

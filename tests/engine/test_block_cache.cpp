@@ -178,6 +178,36 @@ TEST_CASE("BlockCache: a block used by another stream waits for that stream", "[
   CHECK(dev.segments.empty());
 }
 
+TEST_CASE(
+    "BlockCache: a block used by another stream and freed while capturing waits for the "
+    "window's end",
+    "[block_cache]") {
+  // An event recorded on a capturing stream is a node of the graph, not something to query:
+  // the other stream's event is recorded once the window (and so the capture) has ended.
+  FakeDevice dev;
+  BlockCache cache(dev);
+  void* a = cache.allocate(4096, 1);
+  cache.record_stream(a, 2);
+  cache.begin_private_pool(7);
+  cache.free(a);
+  CHECK(dev.events.empty());
+  void* inside = cache.allocate(4096, 1);
+  CHECK(inside != a);
+  cache.end_private_pool();
+  CHECK(dev.events.size() == 1);
+  void* after = cache.allocate(4096, 1);
+  CHECK(after != a);  // stream 2 has not passed the event yet
+  dev.finish(2);
+  void* reused = cache.allocate(4096, 1);
+  CHECK(reused == a);
+  CHECK(dev.events.empty());
+  for (void* p : {inside, after, reused})
+    cache.free(p);
+  cache.release_private_pool(7);
+  cache.empty_cache();
+  CHECK(dev.segments.empty());
+}
+
 TEST_CASE("BlockCache: poisoned allocations, whole blocks on the allocating stream",
           "[block_cache]") {
   FakeDevice dev;

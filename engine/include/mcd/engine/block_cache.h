@@ -81,7 +81,9 @@ class BlockCache {
   // A block of at least nbytes (nbytes 0 gives nullptr) for use on `stream`, aligned to 512 B.
   void* allocate(std::size_t nbytes, StreamId stream);
   // Returns a block; it is reusable on its stream at once (stream order makes that safe) and,
-  // when other streams used it, only after events recorded now on those streams complete.
+  // when other streams used it, only after events recorded now on those streams complete
+  // (inside a private pool's window, where those streams may be capturing, recorded when the
+  // window ends).
   void free(void* ptr);
   // Marks a live block as used by `stream` as well as by the stream it was allocated on.
   void record_stream(void* ptr, StreamId stream);

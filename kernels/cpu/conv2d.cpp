@@ -82,17 +82,16 @@ ShiftedRun shifted_run(const Conv2dGeometry& g, std::int64_t i, std::int64_t j) 
 }
 
 // Sets the wrapped columns of the valid rows of a shifted col row to zero.
+// Column by column down the rows: n is a kernel half-width (1 for 3x3), and a fill per row
+// was a library call (memset) per element.
 template <class T>
 void zero_wrapped_columns(const Conv2dGeometry& g, const ShiftedRun& s, T* valid_rows) {
   if (s.dw == 0) return;
   const std::int64_t W = g.in_w, n = std::min(s.dw < 0 ? -s.dw : s.dw, W);
-  for (std::int64_t r = 0; r < s.row_hi - s.row_lo; ++r) {
-    T* row = valid_rows + r * W;
-    if (s.dw < 0)
-      std::fill(row, row + n, T(0));
-    else
-      std::fill(row + W - n, row + W, T(0));
-  }
+  const std::int64_t first = s.dw < 0 ? 0 : W - n, rows = s.row_hi - s.row_lo;
+  for (std::int64_t k = first; k < first + n; ++k)
+    for (std::int64_t r = 0; r < rows; ++r)
+      valid_rows[r * W + k] = T(0);
 }
 
 template <class T>

@@ -1,5 +1,6 @@
-// Times a full training step (forward, cross-entropy, backward, SGD update) of ResNet
-// models on the CPU and reports images/s and GFLOP/s against the machine's float32 peak.
+// Times a full training step (forward, cross-entropy, backward, SGD update) of registered
+// models on the CPU and reports images/s and GFLOP/s against the machine's float32 peak (the
+// forward's conv and linear MACs measured by nn::count_macs).
 // Output: one JSON object per line, then a short table. A training step counts 3x the
 // forward FLOPs (forward, backward-data, backward-weight).
 #include <algorithm>
@@ -19,9 +20,9 @@
 #include <mcd/engine/ops/softmax.h>
 #include <mcd/engine/optim/sgd.h>
 #include <mcd/kernels/cpu/gemm.h>
+#include <mcd/models/model_stats.h>
 #include <mcd/models/registry.h>
 
-#include "resnet_flops.h"
 
 namespace {
 
@@ -64,7 +65,10 @@ int main(int argc, char** argv) {
     }
     for (const auto& arch : archs) {
       mcd::Generator gen(0);
-      auto model = mcd::nn::make_model(arch, {c, classes, h}, gen);
+      const mcd::nn::ModelConfig config{c, classes, h};
+      auto model = mcd::nn::make_model(arch, config, gen);
+      // The forward's conv and linear MACs, measured (any registered architecture).
+      const double forward_macs = mcd::nn::count_macs(*model, config);
       model->train();
       mcd::optim::SgdOptions so;
       so.lr = 0.01;
@@ -92,10 +96,7 @@ int main(int argc, char** argv) {
       }
       const double t = median(times);
       const auto after = mcd::host_memory_stats();
-      const double flops =
-          3.0 * 2.0 *
-          mcd::bench::resnet_forward_macs(mcd::bench::resnet_shape(arch), c, h, classes) *
-          static_cast<double>(batch);
+      const double flops = 3.0 * 2.0 * forward_macs * static_cast<double>(batch);
       results.push_back({arch, in, t * 1e3, static_cast<double>(batch) / t, flops / t * 1e-9});
       const auto& r = results.back();
       nlohmann::json j = {

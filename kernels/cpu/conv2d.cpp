@@ -12,11 +12,16 @@
 
 #include <mcd/kernels/cpu/gemm.h>
 
+#include "conv2d_internal.h"
+
 namespace mcd::kernels::cpu {
 namespace {
 
-// Below this many multiply-adds a loop runs on one thread.
-constexpr std::int64_t kParallelGrain = std::int64_t{1} << 15;
+using conv_detail::column_ranges;
+using conv_detail::is_depthwise;
+using conv_detail::kParallelGrain;
+using conv_detail::OutputRange;
+
 // Weight-gradient partial sums: at most this many chunks and this many elements in total.
 constexpr std::int64_t kMaxWeightChunks = 16;
 constexpr std::int64_t kMaxPartialElements = std::int64_t{1} << 24;
@@ -26,32 +31,9 @@ Scratch<T> scratch(std::int64_t n) {
   return Scratch<T>(n);
 }
 
-// Output columns [lo, hi) whose input column ow * stride - pad + tap lies inside [0, in).
-struct OutputRange {
-  std::int64_t lo = 0, hi = 0;
-};
-
-std::int64_t ceil_div_positive(std::int64_t a, std::int64_t b) {
-  return a <= 0 ? 0 : (a + b - 1) / b;
-}
-
-std::vector<OutputRange> column_ranges(const Conv2dGeometry& g) {
-  std::vector<OutputRange> r(static_cast<std::size_t>(g.kernel_w));
-  for (std::int64_t j = 0; j < g.kernel_w; ++j) {
-    const std::int64_t lo = std::min(ceil_div_positive(g.pad_w - j, g.stride_w), g.out_w);
-    const std::int64_t hi = std::min(ceil_div_positive(g.in_w + g.pad_w - j, g.stride_w), g.out_w);
-    r[static_cast<std::size_t>(j)] = {lo, std::max(lo, hi)};
-  }
-  return r;
-}
-
 bool is_pointwise(const Conv2dGeometry& g) {
   return g.kernel_h == 1 && g.kernel_w == 1 && g.stride_h == 1 && g.stride_w == 1 && g.pad_h == 0 &&
          g.pad_w == 0;
-}
-
-bool is_depthwise(const Conv2dGeometry& g) {
-  return g.in_per_group() == 1;
 }
 
 // ---- im2col / col2im over all channels of one image: col is (C_in * kh * kw, out_h * out_w),
@@ -310,139 +292,19 @@ void backward_weight_gemm(const Conv2dGeometry& g, const T* x, const T* dy, T* d
   }
 }
 
-// ---- direct path: one input channel per group, `mult` output channels read each one.
-
-template <class T>
-void forward_depthwise(const Conv2dGeometry& g, const T* x, const T* w, const T* bias, T* y) {
-  const std::int64_t S = g.out_spatial(), plane = g.in_h * g.in_w, taps = g.kernel_h * g.kernel_w;
-  const std::int64_t mult = g.out_per_group();
-  const auto ranges = column_ranges(g);
-  const std::int64_t planes = g.batch * g.out_channels;
-#pragma omp parallel for if (planes * S * taps > kParallelGrain) schedule(static)
-  for (std::int64_t nc = 0; nc < planes; ++nc) {
-    const std::int64_t n = nc / g.out_channels, co = nc % g.out_channels;
-    const T* xp = x + (n * g.in_channels + co / mult) * plane;
-    const T* wk = w + co * taps;
-    T* yp = y + nc * S;
-    std::fill(yp, yp + S, bias != nullptr ? bias[co] : T(0));
-    for (std::int64_t oh = 0; oh < g.out_h; ++oh) {
-      T* yr = yp + oh * g.out_w;
-      for (std::int64_t i = 0; i < g.kernel_h; ++i) {
-        const std::int64_t ih = oh * g.stride_h - g.pad_h + i;
-        if (ih < 0 || ih >= g.in_h) continue;
-        const T* xr = xp + ih * g.in_w;
-        for (std::int64_t j = 0; j < g.kernel_w; ++j) {
-          const T wv = wk[i * g.kernel_w + j];
-          const auto [lo, hi] = ranges[static_cast<std::size_t>(j)];
-          const std::int64_t off = j - g.pad_w;
-          if (g.stride_w == 1) {
-            for (std::int64_t ow = lo; ow < hi; ++ow)
-              yr[ow] += wv * xr[ow + off];
-          } else {
-            for (std::int64_t ow = lo; ow < hi; ++ow)
-              yr[ow] += wv * xr[ow * g.stride_w + off];
-          }
-        }
-      }
-    }
-  }
-}
-
-template <class T>
-void backward_input_depthwise(const Conv2dGeometry& g, const T* dy, const T* w, T* dx) {
-  const std::int64_t S = g.out_spatial(), plane = g.in_h * g.in_w, taps = g.kernel_h * g.kernel_w;
-  const std::int64_t mult = g.out_per_group();
-  const auto ranges = column_ranges(g);
-  const std::int64_t planes = g.batch * g.in_channels;
-  // One input plane per iteration: every write of an iteration lands in its own plane.
-#pragma omp parallel for if (planes * mult * S * taps > kParallelGrain) schedule(static)
-  for (std::int64_t nc = 0; nc < planes; ++nc) {
-    const std::int64_t n = nc / g.in_channels, ci = nc % g.in_channels;
-    T* dxp = dx + nc * plane;
-    std::fill(dxp, dxp + plane, T(0));
-    for (std::int64_t co = ci * mult; co < (ci + 1) * mult; ++co) {
-      const T* dyp = dy + (n * g.out_channels + co) * S;
-      const T* wk = w + co * taps;
-      for (std::int64_t oh = 0; oh < g.out_h; ++oh) {
-        const T* dyr = dyp + oh * g.out_w;
-        for (std::int64_t i = 0; i < g.kernel_h; ++i) {
-          const std::int64_t ih = oh * g.stride_h - g.pad_h + i;
-          if (ih < 0 || ih >= g.in_h) continue;
-          T* dxr = dxp + ih * g.in_w;
-          for (std::int64_t j = 0; j < g.kernel_w; ++j) {
-            const T wv = wk[i * g.kernel_w + j];
-            const auto [lo, hi] = ranges[static_cast<std::size_t>(j)];
-            const std::int64_t off = j - g.pad_w;
-            if (g.stride_w == 1) {
-              for (std::int64_t ow = lo; ow < hi; ++ow)
-                dxr[ow + off] += wv * dyr[ow];
-            } else {
-              for (std::int64_t ow = lo; ow < hi; ++ow)
-                dxr[ow * g.stride_w + off] += wv * dyr[ow];
-            }
-          }
-        }
-      }
-    }
-  }
-}
-
-template <class T>
-void backward_weight_depthwise(const Conv2dGeometry& g, const T* x, const T* dy, T* dw) {
-  const std::int64_t S = g.out_spatial(), plane = g.in_h * g.in_w, taps = g.kernel_h * g.kernel_w;
-  const std::int64_t mult = g.out_per_group(), W = g.out_w;
-  const auto ranges = column_ranges(g);
-  // One output channel per iteration. Each tap keeps one partial sum per output column
-  // (elementwise updates vectorise; a horizontal sum per row would not), summed at the end.
-#pragma omp parallel for if (g.batch * g.out_channels * S * taps > kParallelGrain) schedule(static)
-  for (std::int64_t co = 0; co < g.out_channels; ++co) {
-    std::vector<T> acc(static_cast<std::size_t>(taps * W), T(0));
-    for (std::int64_t n = 0; n < g.batch; ++n) {
-      const T* xp = x + (n * g.in_channels + co / mult) * plane;
-      const T* dyp = dy + (n * g.out_channels + co) * S;
-      for (std::int64_t oh = 0; oh < g.out_h; ++oh) {
-        const T* dyr = dyp + oh * W;
-        for (std::int64_t i = 0; i < g.kernel_h; ++i) {
-          const std::int64_t ih = oh * g.stride_h - g.pad_h + i;
-          if (ih < 0 || ih >= g.in_h) continue;
-          const T* xr = xp + ih * g.in_w;
-          for (std::int64_t j = 0; j < g.kernel_w; ++j) {
-            const auto [lo, hi] = ranges[static_cast<std::size_t>(j)];
-            const std::int64_t off = j - g.pad_w, sw = g.stride_w;
-            T* a = acc.data() + (i * g.kernel_w + j) * W;
-            if (sw == 1) {
-              for (std::int64_t ow = lo; ow < hi; ++ow)
-                a[ow] += dyr[ow] * xr[ow + off];
-            } else {
-              for (std::int64_t ow = lo; ow < hi; ++ow)
-                a[ow] += dyr[ow] * xr[ow * sw + off];
-            }
-          }
-        }
-      }
-    }
-    for (std::int64_t t = 0; t < taps; ++t) {
-      double s = 0;
-      for (std::int64_t ow = 0; ow < W; ++ow)
-        s += acc[static_cast<std::size_t>(t * W + ow)];
-      dw[co * taps + t] = static_cast<T>(s);
-    }
-  }
-}
-
 }  // namespace
 
 // ---- entry points
 
 template <class T>
 void conv2d_forward_cpu(const Conv2dGeometry& g, const T* x, const T* w, const T* bias, T* y) {
-  if (is_depthwise(g)) return forward_depthwise(g, x, w, bias, y);
+  if (is_depthwise(g)) return conv_detail::depthwise_forward(g, x, w, bias, y);
   forward_gemm(g, x, w, bias, y);
 }
 
 template <class T>
 void conv2d_backward_input_cpu(const Conv2dGeometry& g, const T* dy, const T* w, T* dx) {
-  if (is_depthwise(g)) return backward_input_depthwise(g, dy, w, dx);
+  if (is_depthwise(g)) return conv_detail::depthwise_backward_input(g, dy, w, dx);
   backward_input_gemm(g, dy, w, dx);
 }
 
@@ -452,7 +314,7 @@ void conv2d_backward_weight_cpu(const Conv2dGeometry& g, const T* x, const T* dy
     std::fill(dw, dw + g.out_channels * g.patch_size(), T(0));
     return;
   }
-  if (is_depthwise(g)) return backward_weight_depthwise(g, x, dy, dw);
+  if (is_depthwise(g)) return conv_detail::depthwise_backward_weight(g, x, dy, dw);
   backward_weight_gemm(g, x, dy, dw);
 }
 

@@ -179,6 +179,15 @@ std::vector<ConvCase> conv_cases() {
        {1, 2, 1, 1, 3},
        true,
        true},
+      // Unit strides take the padded wide-row path (conv2d_depthwise.cpp) while pad < kernel.
+      {"depthwise 5x5 pad 2, multiplier 2", {2, 2, 6, 7}, {4, 1, 5, 5}, {1, 1, 2, 2, 2}},
+      {"depthwise 3x2 no pad, no bias", {2, 3, 5, 4}, {3, 1, 3, 2}, {1, 1, 0, 0, 3}, false},
+      {"depthwise 3x7 kernel wider than the input", {1, 2, 4, 2}, {2, 1, 3, 7}, {1, 1, 1, 3, 2}},
+      {"depthwise 3x3 pad 1 on a 1x1 plane", {3, 2, 1, 1}, {2, 1, 3, 3}, {1, 1, 1, 1, 2}},
+      {"depthwise 1x1 pad 1 (pad not below the kernel)",
+       {2, 2, 3, 4},
+       {2, 1, 1, 1},
+       {1, 1, 1, 1, 2}},
       {"single input channel", {2, 1, 6, 5}, {3, 1, 3, 3}, {1, 1, 1, 1, 1}},
       {"1x1 pointwise", {2, 3, 4, 5}, {4, 3, 1, 1}, {1, 1, 0, 0, 1}},
       {"1x1 pointwise groups 3, strided input",
@@ -307,7 +316,8 @@ TEST_CASE("conv2d float32 gradients match float64 and do not depend on threads",
   const std::vector<Case> cases{{{21, 6, 9, 7}, {8, 6, 3, 3}, {1, 1, 1, 1, 1}},
                                 {{21, 6, 9, 7}, {8, 3, 3, 3}, {2, 2, 1, 1, 2}},
                                 {{21, 4, 9, 7}, {8, 4, 1, 1}, {1, 1, 0, 0, 1}},
-                                {{21, 4, 9, 7}, {8, 1, 3, 3}, {1, 1, 1, 1, 4}}};
+                                {{21, 4, 9, 7}, {8, 1, 3, 3}, {1, 1, 1, 1, 4}},
+                                {{21, 4, 9, 7}, {8, 1, 3, 3}, {2, 2, 1, 1, 4}}};
   for (const auto& c : cases) {
     INFO(fmt::format("x {} w {} groups {}", shape_str(c.x), shape_str(c.w), c.o.groups));
     const Tensor x = random_tensor(c.x, gen), w = random_tensor(c.w, gen);

@@ -182,6 +182,8 @@ struct BlockCache::State {
       all.push_back(b);
     for (auto& [ev, b] : pending)
       if (std::find(all.begin(), all.end(), b) == all.end()) all.push_back(b);
+    for (Block* b : deferred)
+      if (std::find(all.begin(), all.end(), b) == all.end()) all.push_back(b);
     for (Block* b : all)
       delete b;
   }
@@ -302,11 +304,14 @@ void BlockCache::end_private_pool() {
   State& s = *state_;
   std::lock_guard lock(s.mutex);
   s.active_pool = 0;
-  for (Block* b : s.deferred) {
-    b->pending_events -= 1;
+  // Events first, then the deferral's own count: if recording fails, the block keeps that count
+  // and stays on the list (out of the free sets, never merged) instead of dangling.
+  while (!s.deferred.empty()) {
+    Block* b = s.deferred.back();
     s.record_use_events(b);
+    s.deferred.pop_back();
+    b->pending_events -= 1;  // the events recorded above keep it from the free sets
   }
-  s.deferred.clear();
 }
 
 void BlockCache::release_private_pool(PoolId pool) {
@@ -317,6 +322,8 @@ void BlockCache::release_private_pool(PoolId pool) {
   s.backend.synchronize();
   s.process_events(true);
   for (auto& [addr, b] : s.live)
+    if (b->pool == pool) b->pool = 0;
+  for (Block* b : s.deferred)  // freed in another pool's window, filed when that window ends
     if (b->pool == pool) b->pool = 0;
   for (FreeSet* set : {&s.small_free, &s.large_free}) {
     std::vector<Block*> moved;

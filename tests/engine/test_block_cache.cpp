@@ -208,6 +208,26 @@ TEST_CASE(
   CHECK(dev.segments.empty());
 }
 
+TEST_CASE("BlockCache: a deferred block of a pool released meanwhile joins the shared pool",
+          "[block_cache]") {
+  FakeDevice dev;
+  BlockCache cache(dev);
+  cache.begin_private_pool(5);
+  void* a = cache.allocate(4096, 1);
+  cache.end_private_pool();
+  cache.record_stream(a, 2);
+  cache.begin_private_pool(7);
+  cache.free(a);                  // deferred until pool 7's window ends
+  cache.release_private_pool(5);  // a's pool goes while a waits
+  cache.end_private_pool();
+  dev.finish(2);
+  cache.free(cache.allocate(4096, 1));  // files a once its event is done
+  cache.release_private_pool(7);
+  cache.empty_cache();
+  CHECK(dev.segments.empty());
+  CHECK(cache.stats().reserved_bytes == 0);
+}
+
 TEST_CASE("BlockCache: poisoned allocations, whole blocks on the allocating stream",
           "[block_cache]") {
   FakeDevice dev;

@@ -4,8 +4,9 @@
 // every kernel tap is one contiguous multiply-add over the whole plane, with no bounds to test
 // (the few columns past each row's end are computed and dropped). Other strides use direct
 // loops over each row's valid range. Both add a pixel's taps in the same order, so the forward
-// and the input gradient do not depend on the path; the weight gradient sums in a fixed order
-// chosen from the shapes alone.
+// and the input gradient do not depend on the path (for finite weights: the wide rows also
+// multiply the padding's zeros, which an infinite weight turns into NaN); the weight gradient
+// sums in a fixed order chosen from the shapes alone.
 #include <algorithm>
 #include <vector>
 
@@ -120,8 +121,8 @@ void backward_input_wide(const Conv2dGeometry& g, const T* dy, const T* w, T* dx
 }
 
 // dw_ij = sum over the batch and the output of dy * xpad(oh + i, ow + j): per tap and wide-row
-// position, partial sums over the batch (dy's wide rows padded with zeros), then those summed
-// in double in position order.
+// position, partial sums over the batch (dy's wide rows padded with zeros), then the valid
+// positions' sums added in double in position order.
 template <class T>
 void backward_weight_wide(const Conv2dGeometry& g, const T* x, const T* dy, T* dw) {
   const std::int64_t rows = g.in_h + 2 * g.pad_h, cols = g.in_w + 2 * g.pad_w;
@@ -150,10 +151,13 @@ void backward_weight_wide(const Conv2dGeometry& g, const T* x, const T* dy, T* d
               a[k] += d[k] * src[k];
           }
       }
+      // Only the valid columns: past a row's end dy is zero, but x there is the next row's
+      // (an infinite x would make 0 * x a NaN that the direct loops never compute).
       for (std::int64_t t = 0; t < taps; ++t) {
         double s = 0;
-        for (std::int64_t k = 0; k < n; ++k)
-          s += acc[t * n + k];
+        for (std::int64_t r = 0; r < g.out_h; ++r)
+          for (std::int64_t c = 0; c < g.out_w; ++c)
+            s += acc[t * n + r * cols + c];
         dw[co * taps + t] = static_cast<T>(s);
       }
     }

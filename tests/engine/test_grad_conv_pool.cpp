@@ -264,6 +264,20 @@ TEST_CASE("conv2d gradients (VJP and JVP) in float64", "[conv][grad]") {
                   {x, w.slice(3, 0, 3), b});
 }
 
+TEST_CASE("depthwise weight gradient: an infinite input reaches only the taps that read it",
+          "[conv][grad]") {
+  std::vector<double> xs(15, 1.0);
+  xs[4] = std::numeric_limits<double>::infinity();  // row 0, last column
+  Tensor x = Tensor::from_vector<double>(xs, {1, 1, 3, 5});
+  Tensor w = Tensor::from_vector<double>({1, 1, 1}, {1, 1, 1, 3});
+  w.set_requires_grad(true);
+  const Tensor y = conv2d(x, w, Tensor(), {1, 1, 0, 0, 1});  // depthwise: one channel
+  const auto dw = grad({y}, {w}, {Tensor::ones(y.shape(), DType::Float64)})[0].to_doubles();
+  CHECK(dw[0] == 9.0);
+  CHECK(dw[1] == 9.0);
+  CHECK(std::isinf(dw[2]));
+}
+
 TEST_CASE("conv2d rules for a subset of the inputs", "[conv][grad]") {
   Generator gen(23);
   const Conv2dOptions o{2, 1, 1, 1, 1};

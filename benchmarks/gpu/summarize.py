@@ -258,6 +258,23 @@ def main():
                 metric(f"peak memory, ours {name} / peer", b / peer["mcdistil_peak_bytes"],
                        "ratio", "info", None)
 
+    def schedule_choice():
+        # The default schedule should be the fastest one within the memory target: which one
+        # that is, and its speed-up, so that both targets are judged on one configuration.
+        limit = 0.5 * peer["mcdistil_peak_bytes"]
+        fits = []
+        for name, sched in (ours.get("schedules") or {}).items():
+            b = sched.get("mcdistil_peak_reserved_bytes") or sched.get("mcdistil_peak_bytes")
+            if b and b <= limit and sched.get("amortised_iteration_ms"):
+                fits.append((sched["amortised_iteration_ms"], name))
+        if not fits:
+            metric("fastest schedule within half the peer's memory: none", None, "", "info", None)
+            return
+        ms, name = min(fits)
+        x = peer["amortised_iteration_ms"] / ms
+        metric(f"fastest schedule within half the peer's memory ({name}): speed-up over the peer",
+               x, "x", ">= 3", x >= 3.0)
+
     def against_peer_tf32():
         x = peer_tf32["amortised_iteration_ms"] / ours_tf32["amortised_iteration_ms"]
         metric("speed-up over the eager PyTorch peer, TF32 both (amortised)", x, "x", "info", None)
@@ -293,6 +310,7 @@ def main():
         guarded("layout", conv_layout)
     if ours and peer:
         guarded("ours against the peer", against_peer)
+        guarded("schedule choice", schedule_choice)
     ours_tf32 = entries["mcdistil_ours_tf32"].get("results")
     peer_tf32 = entries["mcdistil_torch_tf32"].get("results")
     if ours_tf32 and peer_tf32:

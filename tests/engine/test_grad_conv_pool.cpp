@@ -188,6 +188,10 @@ std::vector<ConvCase> conv_cases() {
        {2, 2, 3, 4},
        {2, 1, 1, 1},
        {1, 1, 1, 1, 2}},
+      // Other strides split the padded plane into stride phases.
+      {"depthwise 5x5 stride 3 pad 2", {2, 2, 8, 7}, {2, 1, 5, 5}, {3, 3, 2, 2, 2}},
+      {"depthwise stride (2, 1) no pad, multiplier 2", {1, 2, 7, 5}, {4, 1, 3, 2}, {2, 1, 0, 0, 2}},
+      {"depthwise 3x5 stride 2 pad (1, 2)", {2, 2, 5, 3}, {2, 1, 3, 5}, {2, 2, 1, 2, 2}, false},
       {"single input channel", {2, 1, 6, 5}, {3, 1, 3, 3}, {1, 1, 1, 1, 1}},
       {"1x1 pointwise", {2, 3, 4, 5}, {4, 3, 1, 1}, {1, 1, 0, 0, 1}},
       {"1x1 pointwise groups 3, strided input",

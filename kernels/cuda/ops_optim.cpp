@@ -89,31 +89,44 @@ const MultiTensorList& cached_list(const std::vector<TensorSlots>& slots, const 
   return *entries->front().list;
 }
 
-// The list of (slot 0, slot 1, ...) tensors per parameter, on the first parameter's stream.
+// The list of (slot 0, slot 1, ...) tensors per parameter, on the first parameter's stream: one
+// launch per parameter dtype (a model may mix float32 and float64 parameters, as the CPU
+// optimizers allow), each over that dtype's parameters in their order.
 template <class Launch>
 void run_list(const char* op, const std::vector<std::vector<Tensor>>& slots, Launch&& launch) {
   if (slots.empty() || slots[0].empty()) return;
-  const Tensor& first = slots[0][0];
-  const int device = first.device().index;
+  const int device = slots[0][0].device().index;
   DeviceGuard guard(device);
   const Stream& stream = current_stream(device);
-  std::vector<TensorSlots> list;
-  for (std::size_t i = 0; i < slots[0].size(); ++i) {
-    TensorSlots s;
-    s.numel = slots[0][i].numel();
-    for (std::size_t k = 0; k < slots.size(); ++k) {
-      check_entry(op, first, slots[0][i], slots[k][i]);
-      s.ptr[k] = raw(slots[k][i]);
+  for (const Tensor& p : slots[0])
+    MCD_CHECK(p.dtype() == DType::Float32 || p.dtype() == DType::Float64,
+              "{}: expected float32 or float64 parameters, got {}", op, dtype_name(p.dtype()));
+  for (const DType dtype : {DType::Float32, DType::Float64}) {
+    const Tensor* first = nullptr;
+    std::vector<TensorSlots> list;
+    for (std::size_t i = 0; i < slots[0].size(); ++i) {
+      const Tensor& p = slots[0][i];
+      if (p.dtype() != dtype) continue;
+      if (first == nullptr) {
+        first = &p;
+        MCD_CHECK(p.device() == slots[0][0].device(), "{}: parameters on {} and on {}", op,
+                  slots[0][0].device().str(), p.device().str());
+      }
+      TensorSlots s;
+      s.numel = p.numel();
+      for (std::size_t k = 0; k < slots.size(); ++k) {
+        check_entry(op, *first, p, slots[k][i]);
+        s.ptr[k] = raw(slots[k][i]);
+      }
+      list.push_back(s);
     }
-    list.push_back(s);
+    if (list.empty()) continue;
+    const MultiTensorList& table = cached_list(list, stream);
+    if (dtype == DType::Float32)
+      launch(float{}, table, stream.get());
+    else
+      launch(double{}, table, stream.get());
   }
-  const MultiTensorList& table = cached_list(list, stream);
-  if (first.dtype() == DType::Float32)
-    launch(float{}, table, stream.get());
-  else if (first.dtype() == DType::Float64)
-    launch(double{}, table, stream.get());
-  else
-    fail("{}: expected float32 or float64 parameters, got {}", op, dtype_name(first.dtype()));
 }
 
 void check_sizes(const char* op, std::size_t n, std::initializer_list<std::size_t> others) {

@@ -24,10 +24,12 @@ struct Pair {
   std::vector<Tensor> cpu, cuda;
 };
 
-Pair make_params(Generator& gen, DType dt) {
+// Parameters of dtype dt, or alternately float32 and float64 with `mixed`.
+Pair make_params(Generator& gen, DType dt, bool mixed = false) {
   Pair p;
   for (const Shape& s : kShapes) {
-    const Tensor t = Tensor::randn(s, gen, dt);
+    const DType d = mixed ? (p.cpu.size() % 2 == 0 ? DType::Float32 : DType::Float64) : dt;
+    const Tensor t = Tensor::randn(s, gen, d);
     p.cpu.push_back(t.clone().set_requires_grad(true));
     p.cuda.push_back(t.to(Device::cuda()).detach().set_requires_grad(true));
   }
@@ -145,4 +147,31 @@ TEST_CASE("CUDA Adam and AdamW steps equal the CPU's", "[cuda][optim_device]") {
       cuda->step();
       require_same_params(p);
     }
+}
+
+TEST_CASE("CUDA optimizers step parameters of mixed float32 and float64 as the CPU does",
+          "[cuda][optim_device]") {
+  // One launch per dtype, each over that dtype's parameters.
+  REQUIRE(kcu::install_cuda_backend());
+  Generator gen(23);
+  Pair p = make_params(gen, DType::Float32, /*mixed=*/true);
+  REQUIRE(p.cpu[0].dtype() != p.cpu[1].dtype());
+  optim::SgdOptions so;
+  so.lr = 0.05;
+  so.momentum = 0.9;
+  so.weight_decay = 5e-4;
+  optim::Sgd sgd_cpu(p.cpu, so), sgd_cuda(p.cuda, so);
+  optim::AdamWOptions ao;
+  ao.lr = 1e-2;
+  optim::AdamW adam_cpu(p.cpu, ao), adam_cuda(p.cuda, ao);
+  for (int step = 0; step < 3; ++step) {
+    set_grads(p, gen, step);
+    sgd_cpu.step();
+    sgd_cuda.step();
+    require_same_params(p);
+    set_grads(p, gen, step);
+    adam_cpu.step();
+    adam_cuda.step();
+    require_same_params(p);
+  }
 }

@@ -60,32 +60,45 @@ void apply_taps(const std::vector<Tap<T>>& taps, const T* in, std::int64_t n, T*
   }
 }
 
+// Runs body(p, padded, wide, taps) for every (image, input channel) plane p, in parallel when
+// the work is worth it, with per-thread scratch: a padded plane of padded_size elements, n
+// wide-row outputs and a list of taps.
+template <class T, class Body>
+void for_each_input_plane(const Conv2dGeometry& g, std::int64_t padded_size, std::int64_t n,
+                          Body&& body) {
+  const std::int64_t planes = g.batch * g.in_channels;
+  const std::int64_t work = planes * g.out_per_group() * g.out_spatial() * g.kernel_h * g.kernel_w;
+#pragma omp parallel if (work > kParallelGrain)
+  {
+    Scratch<T> padded(padded_size), wide(n);
+    std::vector<Tap<T>> taps(static_cast<std::size_t>(g.kernel_h * g.kernel_w));
+#pragma omp for schedule(static)
+    for (std::int64_t p = 0; p < planes; ++p)
+      body(p, padded.get(), wide.get(), taps);
+  }
+}
+
 // y = bias + sum over taps (i, j) in row-major order of w_ij * xpad(oh + i, ow + j).
 template <class T>
 void forward_wide(const Conv2dGeometry& g, const T* x, const T* w, const T* bias, T* y) {
   const std::int64_t rows = g.in_h + 2 * g.pad_h, cols = g.in_w + 2 * g.pad_w;
   const std::int64_t mult = g.out_per_group(), n = g.out_h * cols, plane = g.in_h * g.in_w;
-  const std::int64_t planes = g.batch * g.in_channels, S = g.out_spatial();
-#pragma omp parallel if (planes * mult * S * g.kernel_h * g.kernel_w > kParallelGrain)
-  {
-    Scratch<T> padded(rows * cols + g.kernel_w), wide(n);
-    std::vector<Tap<T>> taps(static_cast<std::size_t>(g.kernel_h * g.kernel_w));
-#pragma omp for schedule(static)
-    for (std::int64_t p = 0; p < planes; ++p) {
-      pad_plane(x + p * plane, g.in_h, g.in_w, g.pad_h, g.pad_w, rows, cols, g.kernel_w,
-                padded.get());
-      const std::int64_t n_img = p / g.in_channels, ci = p % g.in_channels;
-      for (std::int64_t co = ci * mult; co < (ci + 1) * mult; ++co) {
-        for (std::int64_t i = 0; i < g.kernel_h; ++i)
-          for (std::int64_t j = 0; j < g.kernel_w; ++j)
-            taps[static_cast<std::size_t>(i * g.kernel_w + j)] = {
-                i * cols + j, w[(co * g.kernel_h + i) * g.kernel_w + j]};
-        std::fill(wide.get(), wide.get() + n, bias != nullptr ? bias[co] : T(0));
-        apply_taps(taps, padded.get(), n, wide.get());
-        unpack_wide(wide.get(), g.out_h, cols, g.out_w, y + (n_img * g.out_channels + co) * S);
-      }
+  const std::int64_t S = g.out_spatial();
+  // One input plane: padded once, then each of its output channels.
+  auto plane_forward = [&](std::int64_t p, T* padded, T* wide, std::vector<Tap<T>>& taps) {
+    pad_plane(x + p * plane, g.in_h, g.in_w, g.pad_h, g.pad_w, rows, cols, g.kernel_w, padded);
+    const std::int64_t n_img = p / g.in_channels, ci = p % g.in_channels;
+    for (std::int64_t co = ci * mult; co < (ci + 1) * mult; ++co) {
+      for (std::int64_t i = 0; i < g.kernel_h; ++i)
+        for (std::int64_t j = 0; j < g.kernel_w; ++j)
+          taps[static_cast<std::size_t>(i * g.kernel_w + j)] = {
+              i * cols + j, w[(co * g.kernel_h + i) * g.kernel_w + j]};
+      std::fill(wide, wide + n, bias != nullptr ? bias[co] : T(0));
+      apply_taps(taps, padded, n, wide);
+      unpack_wide(wide, g.out_h, cols, g.out_w, y + (n_img * g.out_channels + co) * S);
     }
-  }
+  };
+  for_each_input_plane<T>(g, rows * cols + g.kernel_w, n, plane_forward);
 }
 
 // dx = sum over the group's output channels of the full correlation of dy with the flipped
@@ -96,28 +109,24 @@ void backward_input_wide(const Conv2dGeometry& g, const T* dy, const T* w, T* dx
   const std::int64_t top = g.kernel_h - 1 - g.pad_h, left = g.kernel_w - 1 - g.pad_w;
   const std::int64_t rows = g.in_h + g.kernel_h - 1, cols = g.in_w + g.kernel_w - 1;
   const std::int64_t mult = g.out_per_group(), n = g.in_h * cols, plane = g.in_h * g.in_w;
-  const std::int64_t planes = g.batch * g.in_channels, S = g.out_spatial();
-#pragma omp parallel if (planes * mult * S * g.kernel_h * g.kernel_w > kParallelGrain)
-  {
-    Scratch<T> padded(rows * cols + g.kernel_w), wide(n);
-    std::vector<Tap<T>> taps(static_cast<std::size_t>(g.kernel_h * g.kernel_w));
-#pragma omp for schedule(static)
-    for (std::int64_t p = 0; p < planes; ++p) {
-      const std::int64_t n_img = p / g.in_channels, ci = p % g.in_channels;
-      std::fill(wide.get(), wide.get() + n, T(0));
-      for (std::int64_t co = ci * mult; co < (ci + 1) * mult; ++co) {
-        pad_plane(dy + (n_img * g.out_channels + co) * S, g.out_h, g.out_w, top, left, rows, cols,
-                  g.kernel_w, padded.get());
-        std::size_t t = 0;
-        for (std::int64_t i = g.kernel_h - 1; i >= 0; --i)
-          for (std::int64_t j = 0; j < g.kernel_w; ++j)
-            taps[t++] = {(g.kernel_h - 1 - i) * cols + (g.kernel_w - 1 - j),
-                         w[(co * g.kernel_h + i) * g.kernel_w + j]};
-        apply_taps(taps, padded.get(), n, wide.get());
-      }
-      unpack_wide(wide.get(), g.in_h, cols, g.in_w, dx + p * plane);
+  const std::int64_t S = g.out_spatial();
+  // One input plane: the sum over its output channels.
+  auto plane_gradient = [&](std::int64_t p, T* padded, T* wide, std::vector<Tap<T>>& taps) {
+    const std::int64_t n_img = p / g.in_channels, ci = p % g.in_channels;
+    std::fill(wide, wide + n, T(0));
+    for (std::int64_t co = ci * mult; co < (ci + 1) * mult; ++co) {
+      pad_plane(dy + (n_img * g.out_channels + co) * S, g.out_h, g.out_w, top, left, rows, cols,
+                g.kernel_w, padded);
+      std::size_t t = 0;
+      for (std::int64_t i = g.kernel_h - 1; i >= 0; --i)
+        for (std::int64_t j = 0; j < g.kernel_w; ++j)
+          taps[t++] = {(g.kernel_h - 1 - i) * cols + (g.kernel_w - 1 - j),
+                       w[(co * g.kernel_h + i) * g.kernel_w + j]};
+      apply_taps(taps, padded, n, wide);
     }
-  }
+    unpack_wide(wide, g.in_h, cols, g.in_w, dx + p * plane);
+  };
+  for_each_input_plane<T>(g, rows * cols + g.kernel_w, n, plane_gradient);
 }
 
 // dw_ij = sum over the batch and the output of dy * xpad(oh + i, ow + j): per tap and wide-row
